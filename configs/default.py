@@ -1,0 +1,50 @@
+"""The seed recipe: ResNet9 on CIFAR-100, 30 epochs, Adam + L2, one-cycle, value clip.
+
+Every hyperparameter lives here; override any of them on the command line with
+`--config.KEY=VALUE`, e.g. `--config.num_epochs=10`.
+"""
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+
+    # Data.
+    # cifar100 | cifar10 (official python archives in data_dir, else TFDS),
+    # image_folder (data_dir is a folder or .tar/.tar.gz/.zip of train/<class>/<image>),
+    # synthetic (offline, learnable), tfds:NAME (any TFDS image classification set).
+    config.dataset = "cifar100"
+    config.data_dir = "data"
+    config.num_classes = 100
+    config.verify_md5 = True  # check the official archive checksums
+    config.download = True  # let TFDS download cifar100/cifar10 when data_dir has no archive
+    config.cache_dir = ""  # decoded image_folder arrays; "" means ~/.cache/cifar_jax
+    config.synthetic_train_size = 2048
+    config.synthetic_test_size = 512
+    # Normalisation applied on the device (the seed's CIFAR-100 statistics).
+    config.mean = (0.5071, 0.4867, 0.4408)
+    config.std = (0.2675, 0.2565, 0.2761)
+
+    # Model.
+    config.width = 1.0  # channel multiplier: 1.0 is the seed's ResNet9 (32..512), 2.0 the original
+
+    # Training.
+    config.num_epochs = 30
+    config.batch_size = 256
+    config.eval_batch_size = 500
+    config.seed = 0
+
+    # Optimizer: element-wise clip -> weight decay -> Adam -> one-cycle lr (PyTorch OneCycleLR).
+    config.learning_rate = 1e-3  # one-cycle peak (OneCycleLR max_lr)
+    config.weight_decay = 1e-3
+    config.weight_decay_mode = "l2"  # l2: torch Adam(weight_decay); adamw: decoupled
+    config.grad_clip = 0.01  # clip each gradient element to [-grad_clip, grad_clip]; 0 disables
+    config.pct_start = 0.3
+    config.div_factor = 25.0
+    config.final_div_factor = 1e4
+    config.beta1_max = 0.95  # OneCycleLR cycle_momentum: beta1 0.95 -> 0.85 -> 0.95
+    config.beta1_min = 0.85
+    config.beta2 = 0.999
+    config.adam_eps = 1e-8
+
+    return config
