@@ -1,0 +1,132 @@
+"""Train state, and the pure, jit-compiled train and eval steps.
+
+A batch is a dict: "image" uint8 (B, H, W, 3), "label" int (B,), and optionally "mask"
+bool (B,) marking real examples. Padding a short batch up to the usual size and masking
+the padding keeps one compiled shape while loss, accuracy, gradients and BatchNorm
+statistics stay exactly those of the short batch.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Optional
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+from flax.training import train_state
+
+from cifar_jax.augment import augment, normalize
+from cifar_jax.models import ResNet9
+from cifar_jax.optim import make_optimizer
+
+
+class TrainState(train_state.TrainState):
+    """params, batch_stats, opt_state and step, plus the normalisation the steps apply."""
+
+    batch_stats: Any = None
+    mean: tuple = flax.struct.field(pytree_node=False, default=(0.5071, 0.4867, 0.4408))
+    std: tuple = flax.struct.field(pytree_node=False, default=(0.2675, 0.2565, 0.2761))
+
+    @property
+    def learning_rate(self) -> jax.Array:
+        """The learning rate of the last update (the first one's before any update)."""
+        return self.opt_state.hyperparams["learning_rate"]
+
+
+def create_model(config) -> ResNet9:
+    return ResNet9(num_classes=config.num_classes, width=config.width)
+
+
+def create_train_state(
+    rng: jax.Array, config, steps_per_epoch: int, image_shape=(32, 32, 3)
+) -> TrainState:
+    """A fresh train state: the model, its PyTorch-style init, and the config's optimizer."""
+    model = create_model(config)
+    variables = model.init(rng, jnp.zeros((1, *image_shape), jnp.float32), train=False)
+    state = TrainState.create(
+        apply_fn=model.apply,
+        params=variables["params"],
+        batch_stats=variables["batch_stats"],
+        tx=make_optimizer(config, steps_per_epoch),
+        mean=tuple(config.mean),
+        std=tuple(config.std),
+    )
+    # An int32 array, not Python's 0: the step's output has that type, and a mismatch
+    # would compile the train step a second time.
+    return state.replace(step=jnp.zeros((), jnp.int32))
+
+
+def _mask_of(batch) -> jax.Array:
+    mask = batch.get("mask")
+    if mask is None:
+        return jnp.ones(batch["label"].shape, jnp.float32)
+    return mask.astype(jnp.float32)
+
+
+def _metrics(logits, labels, weight) -> dict:
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    count = jnp.sum(weight)
+    correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
+    return {
+        "loss": jnp.sum(losses * weight) / count,
+        "accuracy": jnp.sum(correct * weight) / count,
+        "count": count,
+    }
+
+
+def _train_step(state: TrainState, batch, rng: jax.Array):
+    weight = _mask_of(batch)
+    mask = batch.get("mask")
+    # One key per step from the run's key, so callers pass the same key every step.
+    step_rng = jax.random.fold_in(rng, state.step)
+    images = normalize(augment(step_rng, batch["image"]), state.mean, state.std)
+
+    def loss_fn(params):
+        logits, updates = state.apply_fn(
+            {"params": params, "batch_stats": state.batch_stats},
+            images,
+            train=True,
+            mask=mask,
+            mutable=["batch_stats"],
+        )
+        metrics = _metrics(logits, batch["label"], weight)
+        return metrics["loss"], (metrics, updates["batch_stats"])
+
+    grads, (metrics, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
+    state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+    metrics["learning_rate"] = state.learning_rate
+    return state, metrics
+
+
+def _eval_step(state: TrainState, batch):
+    images = normalize(batch["image"], state.mean, state.std)
+    logits = state.apply_fn(
+        {"params": state.params, "batch_stats": state.batch_stats}, images, train=False
+    )
+    return _metrics(logits, batch["label"], _mask_of(batch))
+
+
+train_step = jax.jit(_train_step)
+train_step.__doc__ = """One optimizer step on `batch` with augmentation; returns (state, metrics).
+
+`rng` is the run's key: the step folds in `state.step`, so pass the same key every step.
+metrics: loss and accuracy over the real (unmasked) examples, their count, and the
+learning rate the step used."""
+
+eval_step = jax.jit(_eval_step)
+eval_step.__doc__ = """Loss, accuracy and count on `batch` in inference mode, no augmentation."""
+
+
+@functools.partial(jax.jit, donate_argnums=0)
+def train_step_on_indices(state, images, labels, indices, mask, rng):
+    """The training loop's step: gathers the batch from device-resident data, then
+    steps; donates the old state, whose buffers the new one reuses."""
+    batch = {"image": images[indices], "label": labels[indices], "mask": mask}
+    return _train_step(state, batch, rng)
+
+
+@jax.jit
+def eval_on_indices(state, images, labels, indices, mask):
+    batch = {"image": images[indices], "label": labels[indices], "mask": mask}
+    return _eval_step(state, batch)

@@ -1,0 +1,135 @@
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cifar_jax.optim import one_cycle_schedules
+from cifar_jax.train import epoch_order, main, train_and_evaluate
+from tests.conftest import REPO
+
+
+def test_epoch_order_is_a_padded_permutation():
+    order, mask = epoch_order(seed=0, epoch=3, num_examples=10, batch_size=4)
+    assert order.shape == mask.shape == (3, 4)
+    assert sorted(order[mask].tolist()) == list(range(10))
+    assert mask.sum() == 10 and not mask[-1, 2:].any()
+    again, _ = epoch_order(0, 3, 10, 4)
+    other, _ = epoch_order(0, 4, 10, 4)
+    np.testing.assert_array_equal(order, again)
+    assert not np.array_equal(order[mask], other[mask])
+
+
+def test_train_and_evaluate_writes_metrics_and_config(tmp_path, smoke_config, capsys):
+    workdir = tmp_path / "run"
+    state = train_and_evaluate(smoke_config, str(workdir))
+    out = capsys.readouterr().out
+    assert "474,666 parameters" in out and "MB" in out
+    assert "Epoch [2], last_lr:" in out and "test_acc:" in out
+    records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [0, 1, 2]
+    steps_per_epoch = 512 // 64
+    assert [r["step"] for r in records] == [8, 16, 24] and int(state.step) == 24
+    lr, _ = one_cycle_schedules(smoke_config, 3 * steps_per_epoch)
+    assert records[0]["last_lr"] == pytest.approx(float(lr(7)), rel=1e-5)
+    # Synthetic data is learnable: well above the 10 % of chance after 3 short epochs.
+    assert records[-1]["test_acc"] > 0.3
+    assert records[-1]["train_loss"] < records[0]["train_loss"]
+    saved = json.loads((workdir / "config.json").read_text())
+    assert saved["dataset"] == "synthetic" and saved["num_epochs"] == 3
+
+
+def _run_cli(*args, cwd=REPO):
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.run(
+        [sys.executable, "-m", "cifar_jax.train", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+def test_cli_smoke_run(tmp_path):
+    workdir = tmp_path / "smoke"
+    result = _run_cli("--config", "configs/smoke.py", "--workdir", str(workdir), "--config.num_epochs=2")
+    assert result.returncode == 0, result.stderr
+    assert "Epoch [1]" in result.stdout
+    assert len((workdir / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def _image_folder(root, train_classes, test_classes):
+    for split, classes in (("train", train_classes), ("test", test_classes)):
+        for name in classes:
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            Image.fromarray(np.full((32, 32, 3), 40, np.uint8)).save(folder / "0.png")
+    return root
+
+
+def _error_of(argv, capsys):
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.startswith("error: ") and "\n" not in err
+    return err
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        (["--config.bogus=1"], "unknown config key 'bogus'"),
+        (["--config.num_epochs=abc"], "--config.num_epochs=abc: expected an integer"),
+        (["--config.num_epochs=2.5"], "expected an integer"),
+        (["--config.learning_rate=fast"], "learning_rate"),
+        (["--config.verify_md5=maybe"], "expected true or false"),
+        (["--config.mean=(0.5,0.5)"], "expected 3"),
+        (["--config.batch_size=0"], "batch_size=0 must be a positive integer"),
+        (["--config.weight_decay_mode=sgd"], "weight_decay_mode"),
+        (["--config.dataset=imagenet"], "imagenet"),
+    ],
+)
+def test_bad_config_is_a_one_line_error_and_touches_nothing(tmp_path, capsys, overrides, expected):
+    workdir = tmp_path / "run"
+    err = _error_of(["--config", str(REPO / "configs/smoke.py"), "--workdir", str(workdir), *overrides], capsys)
+    assert expected in err
+    assert not workdir.exists()
+
+
+def test_missing_config_file_and_workdir(tmp_path, capsys):
+    assert "does not exist" in _error_of(["--config", "nope.py", "--workdir", str(tmp_path)], capsys)
+    assert "--workdir is required" in _error_of(["--config", str(REPO / "configs/smoke.py")], capsys)
+
+
+def test_num_classes_that_does_not_match_the_data(tmp_path, capsys):
+    folder = _image_folder(tmp_path / "images", ["cat", "dog"], ["cat", "dog"])
+    err = _error_of(
+        [
+            "--config", str(REPO / "configs/smoke.py"), "--workdir", str(tmp_path / "run"),
+            "--config.dataset=image_folder", f"--config.data_dir={folder}",
+            f"--config.cache_dir={tmp_path / 'cache'}", "--config.num_classes=10",
+        ],
+        capsys,
+    )
+    assert "num_classes=10" in err and "--config.num_classes=2" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_data_is_a_one_line_error(tmp_path, capsys):
+    err = _error_of(
+        [
+            "--config", str(REPO / "configs/default.py"), "--workdir", str(tmp_path / "run"),
+            f"--config.data_dir={tmp_path / 'nothing'}", "--config.download=false",
+        ],
+        capsys,
+    )
+    assert "cifar-100-python.tar.gz" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_workdir_holding_a_run_is_refused_and_kept(tmp_path, capsys):
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    (workdir / "metrics.jsonl").write_text('{"epoch": 0}\n')
+    err = _error_of(["--config", str(REPO / "configs/smoke.py"), "--workdir", str(workdir)], capsys)
+    assert "already holds a run" in err
+    assert (workdir / "metrics.jsonl").read_text() == '{"epoch": 0}\n'
