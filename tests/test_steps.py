@@ -39,15 +39,20 @@ def test_padded_masked_batch_equals_the_short_batch(state):
         "mask": jnp.arange(8) < 5,
     }
     rng = jax.random.key(7)
-    s_short, m_short = train_step(state, short, rng)
-    s_pad, m_pad = train_step(state, padded, rng)
+    # Full float32 convolutions: on GPUs the default (TF32) rounds differently for the two
+    # batch shapes, which is not what this test is about.
+    with jax.default_matmul_precision("float32"):
+        s_short, m_short = train_step(state, short, rng)
+        s_pad, m_pad = train_step(state, padded, rng)
     assert float(m_pad["count"]) == 5
     np.testing.assert_allclose(m_pad["loss"], m_short["loss"], rtol=1e-5)
     np.testing.assert_allclose(m_pad["accuracy"], m_short["accuracy"])
     for a, b, before in zip(
         jax.tree.leaves(s_pad.params), jax.tree.leaves(s_short.params), jax.tree.leaves(state.params)
     ):
-        np.testing.assert_allclose(a - before, b - before, rtol=1e-3, atol=1e-6)
+        # Gradients here are O(0.1-1), and unmasked padding changes them by as much;
+        # conv biases ahead of BatchNorm have zero true gradient, only rounding noise.
+        np.testing.assert_allclose(a - before, b - before, rtol=1e-3, atol=1e-4)
     for a, b in zip(jax.tree.leaves(s_pad.batch_stats), jax.tree.leaves(s_short.batch_stats)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
