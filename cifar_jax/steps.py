@@ -22,9 +22,11 @@ from cifar_jax.optim import make_optimizer
 
 
 class TrainState(train_state.TrainState):
-    """params, batch_stats, opt_state and step, plus the normalisation the steps apply."""
+    """params, batch_stats, opt_state and step, plus what the steps apply to each batch:
+    the normalisation and whether to augment (crop + flip) in training."""
 
     batch_stats: Any = None
+    augment: bool = flax.struct.field(pytree_node=False, default=True)
     mean: tuple = flax.struct.field(pytree_node=False, default=(0.5071, 0.4867, 0.4408))
     std: tuple = flax.struct.field(pytree_node=False, default=(0.2675, 0.2565, 0.2761))
 
@@ -51,6 +53,7 @@ def create_train_state(
         tx=make_optimizer(config, steps_per_epoch),
         mean=tuple(config.mean),
         std=tuple(config.std),
+        augment=config.augment,
     )
     # An int32 array, not Python's 0: the step's output has that type, and a mismatch
     # would compile the train step a second time.
@@ -80,7 +83,8 @@ def _train_step(state: TrainState, batch, rng: jax.Array):
     mask = batch.get("mask")
     # One key per step from the run's key, so callers pass the same key every step.
     step_rng = jax.random.fold_in(rng, state.step)
-    images = normalize(augment(step_rng, batch["image"]), state.mean, state.std)
+    images = augment(step_rng, batch["image"]) if state.augment else batch["image"]
+    images = normalize(images, state.mean, state.std)
 
     def loss_fn(params):
         logits, updates = state.apply_fn(

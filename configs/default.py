@@ -21,6 +21,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.cache_dir = ""  # decoded image_folder arrays; "" means ~/.cache/cifar_jax
     config.synthetic_train_size = 2048
     config.synthetic_test_size = 512
+    config.augment = True  # random crop (reflect pad 4) + horizontal flip in training
     # Normalisation applied on the device (the seed's CIFAR-100 statistics).
     config.mean = (0.5071, 0.4867, 0.4408)
     config.std = (0.2675, 0.2565, 0.2761)

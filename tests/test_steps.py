@@ -108,3 +108,20 @@ def test_eval_on_indices_counts_only_real_examples(state):
     direct = eval_step(state, {"image": images[:3], "label": labels[:3]})
     assert float(metrics["count"]) == 3
     np.testing.assert_allclose(metrics["loss"], direct["loss"], rtol=1e-6)
+
+
+def test_augment_switch_turns_crop_and_flip_off(state):
+    rng = np.random.default_rng(2)
+    batch = {
+        "image": jnp.asarray(rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)),
+        "label": jnp.asarray(rng.integers(0, 10, 16)),
+    }
+    plain = state.replace(augment=False)
+    # Without augmentation the step's input no longer depends on the key.
+    a, _ = train_step(plain, batch, jax.random.key(0))
+    b, _ = train_step(plain, batch, jax.random.key(1))
+    for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
+        np.testing.assert_array_equal(x, y)
+    c, _ = train_step(state, batch, jax.random.key(0))
+    d, _ = train_step(state, batch, jax.random.key(1))
+    assert any(not np.array_equal(x, y) for x, y in zip(jax.tree.leaves(c.params), jax.tree.leaves(d.params)))
