@@ -102,6 +102,7 @@ def validate_config(config) -> None:
         _require(len(config[key]) == 3, f"{key} needs 3 values (R, G, B), e.g. --config.{key}='(0.5, 0.5, 0.5)'")
     _require(all(s > 0 for s in config.std), "std values must be positive; set --config.std")
     check_weight_decay_mode(config.weight_decay_mode)
+    _require(config.dtype in ("float32", "bfloat16"), f"dtype={config.dtype!r} is not supported; use --config.dtype=float32 or bfloat16")
 
 
 def parse_command_line(argv: list[str]) -> tuple[ml_collections.ConfigDict, str]:

@@ -74,6 +74,7 @@ class ConvBlock(nn.Module):
 
     features: int
     pool: bool = False
+    dtype: jnp.dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x, train: bool, mask=None):
@@ -82,6 +83,7 @@ class ConvBlock(nn.Module):
             self.features,
             (3, 3),
             padding=1,
+            dtype=self.dtype,
             kernel_init=_torch_uniform(fan_in),
             bias_init=_torch_uniform(fan_in),
         )(x)
@@ -96,11 +98,12 @@ class Residual(nn.Module):
     """Two conv blocks whose output is added to their input (the seed's res1/res2/res3)."""
 
     features: int
+    dtype: jnp.dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x, train: bool, mask=None):
-        y = ConvBlock(self.features)(x, train, mask)
-        y = ConvBlock(self.features)(y, train, mask)
+        y = ConvBlock(self.features, dtype=self.dtype)(x, train, mask)
+        y = ConvBlock(self.features, dtype=self.dtype)(y, train, mask)
         return x + y
 
 
@@ -108,30 +111,36 @@ class ResNet9(nn.Module):
     """The seed report's ResNet9; input NHWC float images, output logits.
 
     width scales every channel count: 1.0 is the seed's model (7,598,820 parameters
-    at 100 classes), 2.0 the wider original it was halved from.
+    at 100 classes), 2.0 the wider original it was halved from. `dtype` is the compute
+    dtype (e.g. bfloat16); parameters, BatchNorm statistics and logits stay float32.
     """
 
     num_classes: int = 100
     width: float = 1.0
+    dtype: jnp.dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x, train: bool = False, mask: Optional[jax.Array] = None):
         c1, c2, c3, c4, c5 = (max(1, round(c * self.width)) for c in SEED_WIDTHS)
-        x = ConvBlock(c1, name="conv1")(x, train, mask)
-        x = ConvBlock(c2, pool=True, name="conv2")(x, train, mask)
-        x = Residual(c2, name="res1")(x, train, mask)
-        x = ConvBlock(c3, pool=True, name="conv3")(x, train, mask)
-        x = ConvBlock(c4, pool=True, name="conv4")(x, train, mask)
-        x = Residual(c4, name="res2")(x, train, mask)
-        x = ConvBlock(c5, pool=True, name="conv5")(x, train, mask)
-        x = Residual(c5, name="res3")(x, train, mask)
+        dt = self.dtype
+        x = x.astype(dt)
+        x = ConvBlock(c1, dtype=dt, name="conv1")(x, train, mask)
+        x = ConvBlock(c2, pool=True, dtype=dt, name="conv2")(x, train, mask)
+        x = Residual(c2, dtype=dt, name="res1")(x, train, mask)
+        x = ConvBlock(c3, pool=True, dtype=dt, name="conv3")(x, train, mask)
+        x = ConvBlock(c4, pool=True, dtype=dt, name="conv4")(x, train, mask)
+        x = Residual(c4, dtype=dt, name="res2")(x, train, mask)
+        x = ConvBlock(c5, pool=True, dtype=dt, name="conv5")(x, train, mask)
+        x = Residual(c5, dtype=dt, name="res3")(x, train, mask)
         # Classifier: MaxPool 2 -> flatten -> Linear (on 32x32 inputs the map is 1x1 here).
         x = nn.max_pool(x, (2, 2), strides=(2, 2))
         x = x.reshape((x.shape[0], -1))
         fan_in = x.shape[-1]
-        return nn.Dense(
+        logits = nn.Dense(
             self.num_classes,
+            dtype=dt,
             kernel_init=_torch_uniform(fan_in),
             bias_init=_torch_uniform(fan_in),
             name="classifier",
         )(x)
+        return logits.astype(jnp.float32)

@@ -7,7 +7,6 @@ statistics stay exactly those of the short batch.
 """
 from __future__ import annotations
 
-import functools
 from typing import Any, Optional
 
 import flax.struct
@@ -37,7 +36,7 @@ class TrainState(train_state.TrainState):
 
 
 def create_model(config) -> ResNet9:
-    return ResNet9(num_classes=config.num_classes, width=config.width)
+    return ResNet9(num_classes=config.num_classes, width=config.width, dtype=jnp.dtype(config.dtype))
 
 
 def create_train_state(
@@ -120,17 +119,3 @@ learning rate the step used."""
 
 eval_step = jax.jit(_eval_step)
 eval_step.__doc__ = """Loss, accuracy and count on `batch` in inference mode, no augmentation."""
-
-
-@functools.partial(jax.jit, donate_argnums=0)
-def train_step_on_indices(state, images, labels, indices, mask, rng):
-    """The training loop's step: gathers the batch from device-resident data, then
-    steps; donates the old state, whose buffers the new one reuses."""
-    batch = {"image": images[indices], "label": labels[indices], "mask": mask}
-    return _train_step(state, batch, rng)
-
-
-@jax.jit
-def eval_on_indices(state, images, labels, indices, mask):
-    batch = {"image": images[indices], "label": labels[indices], "mask": mask}
-    return _eval_step(state, batch)

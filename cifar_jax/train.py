@@ -1,7 +1,7 @@
 """`python -m cifar_jax.train --config configs/default.py --workdir runs/seed`
 
-The outer loop: data to the device, one jit step per batch, evaluation, logging. Side
-effects (files, printing, progress) live here; the steps in cifar_jax.steps are pure.
+The outer loop: data to the device, compiled runs of steps (cifar_jax.epoch), evaluation,
+logging. Side effects (files, printing, progress) live here; the steps are pure.
 """
 from __future__ import annotations
 
@@ -17,66 +17,54 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
+from cifar_jax import checkpoint, report
+from cifar_jax import epoch as fast
 from cifar_jax.config import parse_command_line, validate_config
 from cifar_jax.data import load_dataset
 from cifar_jax.errors import CifarJaxError
-from cifar_jax.steps import TrainState, create_train_state, eval_on_indices, train_step_on_indices
+from cifar_jax.steps import TrainState, create_train_state
 
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.json"
 
 
-def epoch_order(seed: int, epoch: int, num_examples: int, batch_size: int):
-    """This epoch's shuffled indices as (steps, batch) plus a mask of real examples.
-
-    The last batch is padded (mask False) to the full batch size, so it needs no
-    second compilation; the order depends only on (seed, epoch).
-    """
-    order = np.random.default_rng((seed, epoch)).permutation(num_examples)
-    return _padded_batches(order, batch_size)
-
-
-def _padded_batches(indices: np.ndarray, batch_size: int):
-    steps = math.ceil(len(indices) / batch_size)
-    padded = np.zeros(steps * batch_size, np.int32)
-    padded[: len(indices)] = indices
-    mask = np.arange(steps * batch_size) < len(indices)
-    return padded.reshape(steps, batch_size), mask.reshape(steps, batch_size)
-
-
-def _weighted_mean(metrics: list[dict], key: str) -> float:
-    counts = np.array([m["count"] for m in metrics])
-    values = np.array([m[key] for m in metrics])
-    return float(np.sum(values * counts) / np.sum(counts))
-
-
-def evaluate(state: TrainState, images, labels, batch_size: int) -> dict:
-    """Exact loss and accuracy over a device-resident test set, in fixed-size batches."""
-    indices, mask = _padded_batches(np.arange(len(labels)), batch_size)
+def evaluate(state: TrainState, images, labels, batch_size: int, sharding=None) -> dict:
+    """Exact loss and accuracy over a device-resident test set (one compiled call where
+    the backend runs loops well, one per batch on CPU)."""
+    order, mask = fast.pad_to_batches(jnp.arange(len(labels)), batch_size)
+    size = fast.scan_length(len(order), 1)
     results = [
-        eval_on_indices(state, images, labels, jnp.asarray(i), jnp.asarray(m))
-        for i, m in zip(indices, mask)
+        fast.eval_batches(state, images, labels, order[i : i + size], mask[i : i + size], sharding=sharding)
+        for i in range(0, len(order), size)
     ]
-    results = jax.device_get(results)
-    return {"loss": _weighted_mean(results, "loss"), "accuracy": _weighted_mean(results, "accuracy")}
+    merged = {key: np.concatenate([np.asarray(r[key]) for r in jax.device_get(results)]) for key in results[0]}
+    return {"loss": fast.weighted_mean(merged, "loss"), "accuracy": fast.weighted_mean(merged, "accuracy")}
 
 
-def train_epoch(state, images, labels, order, mask, rng, desc: str):
-    """One pass over the data; metrics are pulled from the device once, at the end."""
+def train_epoch(state, images, labels, order, mask, rng, calls: int, desc: str, sharding=None):
+    """One pass over the data in `calls` equal compiled runs of steps.
+
+    The host stays one call ahead of the device: it waits for the previous call only to
+    advance the progress bar, while the next is already queued.
+    """
+    steps, batch = order.shape
+    order = order.reshape(calls, steps // calls, batch)
+    mask = mask.reshape(calls, steps // calls, batch)
     results = []
-    for indices, batch_mask in tqdm(zip(order, mask), total=len(order), desc=desc, leave=False):
-        state, metrics = train_step_on_indices(
-            state, images, labels, jnp.asarray(indices), jnp.asarray(batch_mask), rng
-        )
-        if results:
-            # Stay one step ahead of the device so the progress bar tells the truth.
-            jax.block_until_ready(results[-1])
-        results.append(metrics)
-    results = jax.device_get(results)
+    with tqdm(total=steps, desc=desc, leave=False) as bar:
+        for call in range(calls):
+            state, metrics = fast.train_steps(state, images, labels, order[call], mask[call], rng, sharding=sharding)
+            if results:
+                jax.block_until_ready(results[-1])
+                bar.update(steps // calls)
+            results.append(metrics)
+        results = jax.device_get(results)
+        bar.update(steps // calls)
+    merged = {key: [x for r in results for x in r[key]] for key in results[0]}
     summary = {
-        "loss": _weighted_mean(results, "loss"),
-        "accuracy": _weighted_mean(results, "accuracy"),
-        "last_lr": float(results[-1]["learning_rate"]),
+        "loss": fast.weighted_mean(merged, "loss"),
+        "accuracy": fast.weighted_mean(merged, "accuracy"),
+        "last_lr": float(merged["learning_rate"][-1]),
     }
     return state, summary
 
@@ -87,15 +75,43 @@ def parameter_summary(params) -> tuple[int, int]:
     return sum(x.size for x in leaves), sum(x.size * x.dtype.itemsize for x in leaves)
 
 
-def _check_workdir_is_free(workdir: str) -> pathlib.Path:
+# Keys that may change between a run and its resumption: they do not change the training.
+RESUMABLE_CHANGES = ("data_dir", "cache_dir", "xla_cache_dir", "progress_updates", "eval_batch_size")
+
+
+def _check_workdir(workdir: str, config) -> pathlib.Path:
+    """The workdir as a Path; refuses a file, or a run trained with a different config."""
     path = pathlib.Path(workdir)
     if path.exists() and not path.is_dir():
         raise CifarJaxError(f"workdir {workdir} is a file; pass a directory to --workdir")
-    if (path / METRICS_FILE).exists() or (path / CONFIG_FILE).exists():
+    saved_file = path / CONFIG_FILE
+    if saved_file.exists():
+        saved = json.loads(saved_file.read_text())
+        current = json.loads(config.to_json())
+        changed = sorted(
+            k for k in set(saved) | set(current)
+            if k not in RESUMABLE_CHANGES and saved.get(k) != current.get(k)
+        )
+        if changed:
+            raise CifarJaxError(
+                f"workdir {workdir} holds a run with a different config ({', '.join(changed)}); "
+                "rerun with the same config to resume, or pass a new --workdir"
+            )
+    elif (path / METRICS_FILE).exists():
         raise CifarJaxError(
-            f"workdir {workdir} already holds a run; pass a new --workdir or delete the old one"
+            f"workdir {workdir} holds metrics but no {CONFIG_FILE}; pass a new --workdir"
         )
     return path
+
+
+def _keep_metrics_before(path: pathlib.Path, epoch: int) -> None:
+    """Drops metric lines of epochs that a resumed run will train again."""
+    file = path / METRICS_FILE
+    if file.exists():
+        lines = [line for line in file.read_text().splitlines() if line.strip()]
+        kept = [line for line in lines if json.loads(line)["epoch"] < epoch]
+        if kept != lines:
+            _write_json_atomically(file, "".join(line + "\n" for line in kept))
 
 
 def _write_json_atomically(path: pathlib.Path, text: str) -> None:
@@ -104,42 +120,83 @@ def _write_json_atomically(path: pathlib.Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def enable_compilation_cache(cache_dir: str) -> None:
+    """Turns on JAX's persistent compilation cache in `cache_dir`, so a rerun of the same
+    config loads its compiled steps instead of compiling them. A cache directory set
+    through JAX's own config or JAX_COMPILATION_CACHE_DIR wins; "" turns this off."""
+    if cache_dir and not jax.config.jax_compilation_cache_dir:
+        jax.config.update("jax_compilation_cache_dir", os.path.expanduser(cache_dir))
+
+
 def train_and_evaluate(config, workdir: str) -> TrainState:
     """Trains as `config` says, evaluating on the test set after every epoch.
 
-    Writes `config.json` (the resolved config) and `metrics.jsonl` (one line per epoch)
-    into `workdir`, and returns the final train state.
+    Writes `config.json` (the resolved config), `metrics.jsonl` (one line per epoch),
+    checkpoints (cifar_jax.checkpoint) and `curves.png` into `workdir`, and returns the
+    final train state. A workdir that holds checkpoints of the same config is resumed
+    from its newest intact one. Uses every local device: with more than one, batches
+    are split over them and the state is replicated.
     """
     validate_config(config)
-    path = _check_workdir_is_free(workdir)  # before the slow data loading
+    path = _check_workdir(workdir, config)  # before the slow data loading
+    enable_compilation_cache(config.xla_cache_dir)
+    mesh = fast.data_mesh()
+    fast.check_divisible(config.batch_size, mesh, "batch_size")
+    fast.check_divisible(config.eval_batch_size, mesh, "eval_batch_size")
     start = time.perf_counter()
     data = load_dataset(config)  # also checks num_classes against the data
+    num_train = len(data.train_labels)
     print(
-        f"Data: {config.dataset}, {len(data.train_labels)} train / {len(data.test_labels)} test "
+        f"Data: {config.dataset}, {num_train} train / {len(data.test_labels)} test "
         f"images of {data.train_images.shape[1:]}, {data.num_classes} classes "
         f"({time.perf_counter() - start:.1f}s to load)"
     )
 
-    steps_per_epoch = math.ceil(len(data.train_labels) / config.batch_size)
-    init_rng, augment_rng = jax.random.split(jax.random.key(config.seed))
+    steps_per_epoch = math.ceil(num_train / config.batch_size)
+    init_rng, augment_rng, data_key = jax.random.split(jax.random.key(config.seed), 3)
     state = create_train_state(init_rng, config, steps_per_epoch, data.train_images.shape[1:])
     count, size = parameter_summary(state.params)
+    devices = "1 device" if mesh is None else f"{mesh.size} devices, data parallel"
     print(f"Model: ResNet9 width {config.width}, {count:,} parameters, "
-          f"{size / 1e6:.2f} MB ({size / 2**20:.1f} MiB) as float32")
+          f"{size / 1e6:.2f} MB ({size / 2**20:.1f} MiB) as float32; {config.dtype} compute on {devices}")
 
     path.mkdir(parents=True, exist_ok=True)
     _write_json_atomically(path / CONFIG_FILE, config.to_json(indent=2))
+    checkpoints = checkpoint.open_manager(path, config)
+    try:
+        state = _train_epochs(config, path, data, state, checkpoints, mesh, augment_rng, data_key)
+    finally:
+        checkpoint.close(checkpoints)  # waits for the last save to reach the disk
+    report.write_curves(path)
+    return state
 
-    train_images, train_labels = jax.device_put((data.train_images, data.train_labels))
-    test_images, test_labels = jax.device_put((data.test_images, data.test_labels))
-    for epoch in range(config.num_epochs):
+
+def _train_epochs(config, path, data, state, checkpoints, mesh, augment_rng, data_key):
+    """The epochs still to train: from the newest intact checkpoint on, or from 0."""
+    start_epoch = 0
+    resume = checkpoint.restore_latest_for_resume(checkpoints, state)
+    if resume is not None:
+        state, start_epoch = resume.state, resume.next_epoch
+        augment_rng, data_key = resume.rngs["augment"], resume.rngs["data"]
+        print(f"Resuming after epoch {start_epoch - 1} (step {resume.step}) from {checkpoints.directory}")
+    _keep_metrics_before(path, start_epoch)
+    num_train = len(data.train_labels)
+    steps_per_epoch = math.ceil(num_train / config.batch_size)
+
+    state = fast.replicate(state, mesh)
+    train_images, train_labels, test_images, test_labels = fast.replicate(
+        (data.train_images, data.train_labels, data.test_images, data.test_labels), mesh
+    )
+    sharding = fast.batch_sharding(mesh)
+    calls = steps_per_epoch // fast.scan_length(steps_per_epoch, config.progress_updates)
+    for epoch in range(start_epoch, config.num_epochs):
         epoch_start = time.perf_counter()
-        order, mask = epoch_order(config.seed, epoch, len(data.train_labels), config.batch_size)
+        order, mask = fast.epoch_order(data_key, epoch, num_train, config.batch_size)
         state, train = train_epoch(
-            state, train_images, train_labels, order, mask, augment_rng, f"epoch {epoch}"
+            state, train_images, train_labels, order, mask, augment_rng, calls, f"epoch {epoch}", sharding
         )
         train_seconds = time.perf_counter() - epoch_start
-        test = evaluate(state, test_images, test_labels, config.eval_batch_size)
+        test = evaluate(state, test_images, test_labels, config.eval_batch_size, sharding)
         record = {
             "epoch": epoch,
             "step": int(state.step),
@@ -158,6 +215,11 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
         )
         with open(path / METRICS_FILE, "a") as f:
             f.write(json.dumps(record) + "\n")
+        checkpoint.save(
+            checkpoints, state, epoch, record,
+            rngs={"augment": augment_rng, "data": data_key}, class_names=data.class_names,
+            steps_per_epoch=steps_per_epoch,
+        )
     return state
 
 

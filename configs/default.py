@@ -28,12 +28,19 @@ def get_config() -> ml_collections.ConfigDict:
 
     # Model.
     config.width = 1.0  # channel multiplier: 1.0 is the seed's ResNet9 (32..512), 2.0 the original
+    config.dtype = "float32"  # compute dtype: float32 or bfloat16 (params and BN stats stay float32)
 
     # Training.
     config.num_epochs = 30
     config.batch_size = 256
     config.eval_batch_size = 500
     config.seed = 0
+    # Checkpoints (WORKDIR/checkpoints, Orbax): save after every N-th epoch and the last;
+    # keep the newest keep_checkpoints plus the best by test accuracy.
+    config.checkpoint_every_epochs = 1
+    config.keep_checkpoints = 3
+    config.progress_updates = 8  # about this many compiled calls (progress-bar steps) per epoch
+    config.xla_cache_dir = "~/.cache/cifar_jax/xla"  # persistent compilation cache; "" = off
 
     # Optimizer: element-wise clip -> weight decay -> Adam -> one-cycle lr (PyTorch OneCycleLR).
     config.learning_rate = 1e-3  # one-cycle peak (OneCycleLR max_lr)

@@ -3,24 +3,37 @@ import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 from PIL import Image
 
+from cifar_jax.config import load_config_file
 from cifar_jax.optim import one_cycle_schedules
-from cifar_jax.train import epoch_order, main, train_and_evaluate
+from cifar_jax import epoch as fast
+from cifar_jax.train import main, train_and_evaluate
 from tests.conftest import REPO
 
 
 def test_epoch_order_is_a_padded_permutation():
-    order, mask = epoch_order(seed=0, epoch=3, num_examples=10, batch_size=4)
+    key = jax.random.key(0)
+    order, mask = map(np.asarray, fast.epoch_order(key, 3, 10, 4))
     assert order.shape == mask.shape == (3, 4)
     assert sorted(order[mask].tolist()) == list(range(10))
     assert mask.sum() == 10 and not mask[-1, 2:].any()
-    again, _ = epoch_order(0, 3, 10, 4)
-    other, _ = epoch_order(0, 4, 10, 4)
+    again, _ = fast.epoch_order(key, 3, 10, 4)
+    other, _ = fast.epoch_order(key, 4, 10, 4)
     np.testing.assert_array_equal(order, again)
-    assert not np.array_equal(order[mask], other[mask])
+    assert not np.array_equal(order[mask], np.asarray(other)[mask])
+
+
+@pytest.mark.parametrize(
+    "steps, calls, expected",
+    [(196, 8, 14), (196, 1, 196), (8, 8, 1), (24, 8, 3), (197, 8, 197), (10, 100, 1)],
+)
+def test_steps_per_call_divides_the_epoch(steps, calls, expected):
+    size = fast.steps_per_call(steps, calls)
+    assert size == expected and steps % size == 0
 
 
 def test_train_and_evaluate_writes_metrics_and_config(tmp_path, smoke_config, capsys):
@@ -126,10 +139,23 @@ def test_missing_data_is_a_one_line_error(tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
-def test_a_workdir_holding_a_run_is_refused_and_kept(tmp_path, capsys):
+def test_a_workdir_of_another_config_is_refused_and_kept(tmp_path, capsys):
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    saved = load_config_file(str(REPO / "configs/smoke.py"))
+    (workdir / "config.json").write_text(saved.to_json(indent=2))
+    (workdir / "metrics.jsonl").write_text('{"epoch": 0}\n')
+    err = _error_of(
+        ["--config", str(REPO / "configs/smoke.py"), "--workdir", str(workdir), "--config.learning_rate=0.5"],
+        capsys,
+    )
+    assert "different config (learning_rate)" in err
+    assert (workdir / "metrics.jsonl").read_text() == '{"epoch": 0}\n'
+
+
+def test_metrics_without_a_config_are_refused(tmp_path, capsys):
     workdir = tmp_path / "run"
     workdir.mkdir()
     (workdir / "metrics.jsonl").write_text('{"epoch": 0}\n')
     err = _error_of(["--config", str(REPO / "configs/smoke.py"), "--workdir", str(workdir)], capsys)
-    assert "already holds a run" in err
-    assert (workdir / "metrics.jsonl").read_text() == '{"epoch": 0}\n'
+    assert "no config.json" in err

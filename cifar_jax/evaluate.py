@@ -1,0 +1,171 @@
+"""`python -m cifar_jax.evaluate --workdir DIR [--step N | --best] [--json] [--batch-size N]`
+
+Restores a checkpoint of the run in DIR (default: the latest) with the config that run
+saved, evaluates it on the test split of that config's dataset, prints top-1 and top-5
+accuracy, per-class accuracy, the parameter count and the size on disk of the saved
+parameters, and writes DIR/confusion.png.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import pathlib
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cifar_jax import checkpoint
+from cifar_jax.augment import normalize
+from cifar_jax.errors import CifarJaxError
+from cifar_jax.steps import create_model
+# The loop's fixed-size padded batching (one compiled shape for every batch).
+from cifar_jax.epoch import pad_to_batches
+from cifar_jax.train import parameter_summary
+
+
+@functools.partial(jax.jit, static_argnames=("model", "mean", "std"))
+def _logits_on_indices(variables, images, indices, *, model, mean, std):
+    return model.apply(variables, normalize(images[indices], mean, std), train=False)
+
+
+def compute_logits(variables, config, images: np.ndarray, batch_size: int) -> np.ndarray:
+    """float32 (N, classes) logits of uint8 NHWC `images`, in inference mode, with
+    `batch_size`-sized padded batches (one compilation whatever N is)."""
+    model = create_model(config)
+    indices, mask = pad_to_batches(jnp.arange(len(images)), batch_size)
+    device_images = jax.device_put(images)
+    outputs = [
+        _logits_on_indices(variables, device_images, batch, model=model,
+                           mean=tuple(config.mean), std=tuple(config.std))
+        for batch in indices
+    ]
+    logits = np.concatenate(jax.device_get(outputs))
+    return logits[np.asarray(mask).reshape(-1)]
+
+
+def top_k_correct(logits: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """Boolean (N,): the label is among the k highest logits (ties broken by index)."""
+    top = np.argsort(-logits, axis=1, kind="stable")[:, :k]
+    return (top == labels[:, None]).any(axis=1)
+
+
+def confusion_matrix(predictions: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Counts, int64 (classes, classes): row = true class, column = predicted class."""
+    matrix = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(matrix, (labels, predictions), 1)
+    return matrix
+
+
+def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    return float(-log_probs[np.arange(len(labels)), labels].mean())
+
+
+def evaluate_run(workdir, step=None, best=False, batch_size=None, confusion_png=True) -> dict:
+    """Evaluates one checkpoint of `workdir` on its config's test split; see the module doc.
+
+    Returns the figures printed by the command (`top1`, `top5`, `loss`, `params`,
+    `param_bytes`, `step`, `epoch`, `per_class`, ...) and writes WORKDIR/confusion.png
+    unless `confusion_png` is False. Raises CifarJaxError for unusable input, before
+    writing anything.
+    """
+    from cifar_jax.data import load_dataset  # readers are heavy; only when evaluating
+
+    if batch_size is not None and batch_size < 1:
+        raise CifarJaxError(f"--batch-size {batch_size} must be a positive integer")
+    info = checkpoint.checkpoint_info(workdir, step=step, best=best)
+    variables, config = checkpoint.restore(workdir, step=info["step"], variables_only=True)
+    data = load_dataset(config)
+    labels = np.asarray(data.test_labels)
+    logits = compute_logits(variables, config, data.test_images, batch_size or config.eval_batch_size)
+    predictions = logits.argmax(axis=1)
+    matrix = confusion_matrix(predictions, labels, data.num_classes)
+    counts = matrix.sum(axis=1)
+    per_class = np.divide(np.diag(matrix), counts, out=np.full(len(counts), np.nan), where=counts > 0)
+    count, size = parameter_summary(variables["params"])
+    result = {
+        "workdir": str(workdir),
+        "checkpoint": info["path"],
+        "step": info["step"],
+        "epoch": info["epoch"],
+        "dataset": config.dataset,
+        "num_test": int(len(labels)),
+        "top1": float(top_k_correct(logits, labels, 1).mean()),
+        "top5": float(top_k_correct(logits, labels, min(5, data.num_classes)).mean()),
+        "loss": cross_entropy(logits, labels),
+        "params": int(count),
+        "param_float32_bytes": int(size),
+        "param_bytes": info["param_bytes"],
+        "per_class": {name: (None if np.isnan(a) else float(a))
+                      for name, a in zip(data.class_names, per_class)},
+    }
+    if confusion_png:
+        from cifar_jax.report import CONFUSION_FILE, write_confusion
+
+        path = pathlib.Path(workdir) / CONFUSION_FILE
+        result["confusion_png"] = str(write_confusion(path, matrix, data.class_names))
+    return result
+
+
+def format_report(result: dict) -> str:
+    size = result["param_bytes"]
+    lines = [
+        f"Checkpoint: {result['checkpoint']} (step {result['step']}, epoch {result['epoch']})",
+        f"Model: {result['params']:,} parameters; saved params on disk: {size:,} bytes "
+        f"({size / 1e6:.2f} MB, {size / 2**20:.2f} MiB)",
+        f"Test set: {result['num_test']:,} images of {result['dataset']}",
+        f"top-1 accuracy: {result['top1']:.4f}",
+        f"top-5 accuracy: {result['top5']:.4f}",
+        f"test loss: {result['loss']:.4f}",
+        "Per-class accuracy:",
+    ]
+    items = [f"{name[:18]:<18} {'   n/a' if acc is None else f'{acc:6.1%}'}"
+             for name, acc in result["per_class"].items()]
+    for start in range(0, len(items), 4):
+        lines.append("  " + "   ".join(items[start : start + 4]))
+    if "confusion_png" in result:
+        lines.append(f"Confusion matrix: {result['confusion_png']}")
+    return "\n".join(lines)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line and exit 2, like the other commands
+        usage = " ".join(self.format_usage().split()).removeprefix("usage: ")
+        raise CifarJaxError(f"{message}; usage: {usage}")
+
+
+def _quiet_orbax() -> None:
+    """Orbax logs INFO/WARNING lines through absl (e.g. 'directory is read only')."""
+    try:
+        from absl import logging as absl_logging
+
+        absl_logging.set_verbosity(absl_logging.ERROR)
+    except ImportError:
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _Parser(prog="python -m cifar_jax.evaluate", description=__doc__.splitlines()[2])
+    parser.add_argument("--workdir", required=True, help="the --workdir of a training run")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--step", type=int, help="the train step of a checkpoint (default: latest)")
+    which.add_argument("--best", action="store_true", help="the checkpoint with the best test accuracy")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--batch-size", type=int, help="default: the run's eval_batch_size")
+    try:
+        args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+        _quiet_orbax()
+        result = evaluate_run(args.workdir, args.step, args.best, args.batch_size)
+    except CifarJaxError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps(result) if args.json else format_report(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""A run stopped after an epoch and started again ends exactly like one that never stopped."""
+import json
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+from cifar_jax.checkpoint import CheckpointWarning, restore
+from cifar_jax.train import train_and_evaluate
+
+TIMING = ("train_seconds", "epoch_seconds")
+
+
+def _records(workdir):
+    lines = (workdir / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k not in TIMING} for line in lines]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, request):
+    from cifar_jax.config import load_config_file
+    from tests.conftest import REPO
+
+    config = load_config_file(str(REPO / "configs" / "smoke.py"))
+    workdir = tmp_path_factory.mktemp("straight") / "run"
+    state = train_and_evaluate(config, str(workdir))
+    return config, workdir, state
+
+
+def _damage(checkpoint_dir, how):
+    if how == "removed":  # as if the run had stopped before saving the last epoch
+        shutil.rmtree(checkpoint_dir)
+    else:  # a file cut short, as a crash or a full disk leaves it
+        biggest = max((p for p in checkpoint_dir.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+        biggest.write_bytes(biggest.read_bytes()[: biggest.stat().st_size // 2])
+
+
+@pytest.mark.parametrize("how", ["removed", "truncated"])
+def test_resume_after_epoch_1_matches_the_uninterrupted_run(tmp_path, uninterrupted, how, capsys):
+    config, straight_dir, straight = uninterrupted
+    workdir = tmp_path / "run"
+    train_and_evaluate(config, str(workdir))
+    last = workdir / "checkpoints" / str(int(straight.step))
+    _damage(last, how)
+    capsys.readouterr()
+    if how == "truncated":
+        with pytest.warns(CheckpointWarning, match=f"step {int(straight.step)}"):
+            resumed = train_and_evaluate(config, str(workdir))
+    else:
+        resumed = train_and_evaluate(config, str(workdir))
+    out = capsys.readouterr().out
+    assert "Resuming after epoch 1 (step 16)" in out
+    assert "Epoch [0]" not in out and "Epoch [2]" in out
+    assert int(resumed.step) == int(straight.step)
+    # Same metrics, line for line, and no duplicate line for the epoch trained twice.
+    resumed_records, straight_records = _records(workdir), _records(straight_dir)
+    assert len(resumed_records) == len(straight_records) == 3
+    for a, b in zip(resumed_records, straight_records):
+        assert a == pytest.approx(b, rel=1e-6)
+    for a, b in zip(jax.tree.leaves((resumed.params, resumed.batch_stats, resumed.opt_state)),
+                    jax.tree.leaves((straight.params, straight.batch_stats, straight.opt_state))):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+    # The re-saved last checkpoint restores to the same weights.
+    variables, _ = restore(str(workdir), variables_only=True)
+    for a, b in zip(jax.tree.leaves(variables["params"]), jax.tree.leaves(straight.params)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+    assert (workdir / "curves.png").stat().st_size > 0
+
+
+def test_rerunning_a_finished_run_trains_nothing(uninterrupted, capsys):
+    config, workdir, straight = uninterrupted
+    before = (workdir / "metrics.jsonl").read_text()
+    state = train_and_evaluate(config, str(workdir))
+    assert "Epoch [" not in capsys.readouterr().out
+    assert (workdir / "metrics.jsonl").read_text() == before
+    assert int(state.step) == int(straight.step)
