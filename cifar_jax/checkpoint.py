@@ -24,6 +24,7 @@ Users restoring a finished run call `restore(workdir, ...)`.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import pathlib
@@ -51,6 +52,10 @@ BEST_METRIC = "test_acc"
 CHECKPOINT_CONFIG_DEFAULTS = {"checkpoint_every_epochs": 1, "keep_checkpoints": 3}
 
 
+class CheckpointWriteError(CifarJaxError, OSError):
+    """A checkpoint could not be written (disk full, read-only or vanished folder, ...)."""
+
+
 class CheckpointWarning(UserWarning):
     """A checkpoint was skipped (damaged) while resuming."""
 
@@ -76,6 +81,8 @@ class RunCheckpoints:
     # The save handed to Orbax on a helper thread, and what it raised (re-raised later).
     _worker: Optional[threading.Thread] = dataclasses.field(default=None, repr=False)
     _error: Optional[BaseException] = dataclasses.field(default=None, repr=False)
+    _failed_step: Optional[int] = dataclasses.field(default=None, repr=False)
+    _pending_step: Optional[int] = dataclasses.field(default=None, repr=False)
 
     def __enter__(self):
         return self
@@ -284,13 +291,30 @@ def save(
 
     def hand_over():
         try:
+            # Orbax stores uncompressed arrays without checksums: garbage of the right
+            # size would restore silently as wrong weights. The digests catch that.
+            meta["checksums"] = {name: _digest(tree) for name, tree in
+                                 (("params", params), ("batch_stats", batch_stats), ("train", train))}
             checkpoints.manager.save(step, args=args, metrics=numeric, force=True)
         except BaseException as error:  # re-raised on the caller's thread by _join
             checkpoints._error = error
+            checkpoints._failed_step = step
 
+    checkpoints._pending_step = step
     checkpoints._worker = threading.Thread(target=hand_over, name=f"checkpoint-{step}", daemon=True)
     checkpoints._worker.start()
     return True
+
+
+def _digest(tree) -> str:
+    """SHA-256 over every array of `tree` (path, dtype, shape, bytes), in path order."""
+    leaves = jax.tree_util.tree_flatten_with_path(jax.device_get(tree))[0]
+    digest = hashlib.sha256()
+    for name, leaf in sorted(((_path_name(path), leaf) for path, leaf in leaves), key=lambda x: x[0]):
+        array = np.ascontiguousarray(np.asarray(leaf))
+        digest.update(f"{name}:{array.dtype.str}:{array.shape};".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
 
 
 @jax.jit
@@ -304,13 +328,48 @@ def _join(checkpoints: RunCheckpoints) -> None:
         checkpoints._worker = None
     if checkpoints._error is not None:
         error, checkpoints._error = checkpoints._error, None
-        raise error
+        _raise_write_error(checkpoints, error, checkpoints._failed_step)
 
 
 def wait(checkpoints: RunCheckpoints) -> None:
-    """Blocks until the last save is on disk; raises what a background save raised."""
+    """Blocks until the last save is on disk; raises what a background save raised
+    (CheckpointWriteError, one line, when the disk refused the write)."""
     _join(checkpoints)
-    checkpoints.manager.wait_until_finished()
+    try:
+        checkpoints.manager.wait_until_finished()
+    except Exception as error:
+        _raise_write_error(checkpoints, error, checkpoints._pending_step)
+
+
+_WRITE_FAILURES = ("No space left", "Read-only file system", "Permission denied", "Disk quota",
+                   "File too large", "Input/output error", "RESOURCE_EXHAUSTED")
+
+
+def _raise_write_error(checkpoints: RunCheckpoints, error: BaseException, step: Optional[int]):
+    """Removes what the failed save of `step` left behind and raises CheckpointWriteError
+    (for errors of the file system; anything else is re-raised unchanged)."""
+    text = _one_line(error)
+    if not isinstance(error, OSError) and not any(s in str(error) or s in text for s in _WRITE_FAILURES):
+        raise error
+    removed = []
+    if step is not None:
+        for leftover in checkpoints.directory.glob(f"{step}.orbax-checkpoint-tmp*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+            removed.append(leftover.name)
+        folder = checkpoints.directory / str(step)
+        if folder.is_dir() and not (folder / META_ITEM).is_dir():
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder.name)
+    try:
+        kept = sorted(int(p.name) for p in checkpoints.directory.iterdir() if p.name.isdigit())
+    except OSError:
+        kept = []
+    raise CheckpointWriteError(
+        f"could not write checkpoint step {step} to {checkpoints.directory} ({text}); "
+        f"{'removed the partial write; ' if removed else ''}"
+        f"earlier checkpoints are untouched ({', '.join(map(str, kept)) or 'none'}); "
+        "free disk space or pass a writable --workdir, then rerun to resume"
+    ) from None
 
 
 def close(checkpoints: RunCheckpoints) -> None:
@@ -460,6 +519,11 @@ def _restore_step(manager, step: int, targets: dict, where: str) -> tuple[dict, 
         restored = manager.restore(step, args=ocp.args.Composite(**args))
     except Exception as error:  # truncated or deleted array files, broken manifests, ...
         raise DamagedCheckpoint(step, folder, _one_line(error))
+    checksums = meta.get("checksums") or {}  # absent in checkpoints of older versions
+    for item in targets:
+        if item in checksums and _digest(restored[item]) != checksums[item]:
+            raise DamagedCheckpoint(step, folder, f"the {item} arrays do not match the checksum saved "
+                                                  "with them (their files were altered or corrupted)")
     return {item: restored[item] for item in targets}, meta
 
 

@@ -22,7 +22,7 @@ def load_config_file(path: str) -> ml_collections.ConfigDict:
     """Runs a config file and returns its `get_config()`."""
     file = pathlib.Path(path)
     if not file.is_file():
-        raise ConfigError(f"config file {path} does not exist; pass e.g. --config configs/default.py")
+        raise ConfigError(f"config file {_shown(path)} does not exist; pass e.g. --config configs/default.py")
     try:
         namespace = runpy.run_path(str(file))
     except Exception as error:  # the file is the user's code: report, don't crash
@@ -37,7 +37,7 @@ def load_config_file(path: str) -> ml_collections.ConfigDict:
 
 def parse_value(key: str, text: str, current):
     """`text` as a value of the type of `current` (bool, int, float, str, tuple/list)."""
-    where = f"--config.{key}={text}"
+    where = f"--config.{key}={_shown(text)}"
     if isinstance(current, bool):
         lowered = text.strip().lower()
         if lowered in _TRUE | _FALSE:
@@ -56,14 +56,27 @@ def parse_value(key: str, text: str, current):
     if isinstance(current, float):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number such as {current}")
-        return float(value)
+        return _float(value, where, current)
     if isinstance(current, (tuple, list)):
         if not isinstance(value, (tuple, list)) or len(value) != len(current):
             raise ConfigError(f"{where}: expected {len(current)} comma-separated values in parentheses, e.g. {tuple(current)}")
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
             raise ConfigError(f"{where}: expected numbers, e.g. {tuple(current)}")
-        return type(current)(float(v) for v in value)
+        return type(current)(_float(v, where, tuple(current)) for v in value)
     raise ConfigError(f"{where}: config key {key} holds a {type(current).__name__}, which cannot be overridden")
+
+
+def _shown(text: str) -> str:
+    """`text` as typed, or its repr if it holds newlines or other unprintable characters
+    (messages stay one line)."""
+    return text if text.isprintable() else repr(text)
+
+
+def _float(value, where: str, example) -> float:
+    try:
+        return float(value)
+    except OverflowError:  # an integer beyond float range, e.g. 1 followed by 400 zeros
+        raise ConfigError(f"{where}: the number is too large; expected a number such as {example}") from None
 
 
 def apply_override(config: ml_collections.ConfigDict, key: str, text: str) -> None:
@@ -117,14 +130,14 @@ def parse_command_line(argv: list[str]) -> tuple[ml_collections.ConfigDict, str]
         name, has_value, value = arg[2:].partition("=")
         if not has_value:
             if not args:
-                raise ConfigError(f"{arg} needs a value, e.g. {arg}=VALUE")
+                raise ConfigError(f"{_shown(arg)} needs a value, e.g. {_shown(arg)}=VALUE")
             value = args.pop(0)
         if name.startswith("config."):
             overrides.append((name[len("config."):], value))
         elif name in ("config", "workdir"):
             options[name] = value
         else:
-            raise ConfigError(f"unknown option --{name}; use --config FILE, --workdir DIR and --config.KEY=VALUE")
+            raise ConfigError(f"unknown option --{_shown(name)}; use --config FILE, --workdir DIR and --config.KEY=VALUE")
     for name in ("config", "workdir"):
         if not options.get(name):
             raise ConfigError(f"--{name} is required; usage: --config configs/default.py --workdir runs/NAME")

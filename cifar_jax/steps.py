@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
@@ -16,7 +17,6 @@ import optax
 from flax.training import train_state
 
 from cifar_jax.augment import augment, normalize
-from cifar_jax.models import ResNet9
 from cifar_jax.optim import make_optimizer
 
 
@@ -28,6 +28,10 @@ class TrainState(train_state.TrainState):
     augment: bool = flax.struct.field(pytree_node=False, default=True)
     mean: tuple = flax.struct.field(pytree_node=False, default=(0.5071, 0.4867, 0.4408))
     std: tuple = flax.struct.field(pytree_node=False, default=(0.2675, 0.2565, 0.2761))
+    # True: a step whose loss or gradients are NaN/inf leaves params, batch_stats and
+    # opt_state as they were (only `step` advances); False: it is applied, and the loop
+    # stops on the step's `finite` metric.
+    skip_nonfinite: bool = flax.struct.field(pytree_node=False, default=False)
 
     @property
     def learning_rate(self) -> jax.Array:
@@ -35,8 +39,11 @@ class TrainState(train_state.TrainState):
         return self.opt_state.hyperparams["learning_rate"]
 
 
-def create_model(config) -> ResNet9:
-    return ResNet9(num_classes=config.num_classes, width=config.width, dtype=jnp.dtype(config.dtype))
+def create_model(config) -> nn.Module:
+    """The config's model (`model`, default resnet9; cifar_jax.zoo.MODELS lists them all)."""
+    from cifar_jax import zoo  # here, so that `python -m cifar_jax.zoo` runs zoo only once
+
+    return zoo.build(config.get("model", "resnet9"), config.num_classes, config.width, config.dtype)
 
 
 def create_train_state(
@@ -53,6 +60,7 @@ def create_train_state(
         mean=tuple(config.mean),
         std=tuple(config.std),
         augment=config.augment,
+        skip_nonfinite=bool(config.get("skip_nonfinite_steps", False)),
     )
     # An int32 array, not Python's 0: the step's output has that type, and a mismatch
     # would compile the train step a second time.
@@ -92,13 +100,23 @@ def _train_step(state: TrainState, batch, rng: jax.Array):
             train=True,
             mask=mask,
             mutable=["batch_stats"],
+            rngs={"dropout": jax.random.fold_in(step_rng, 1)},  # dropout / stochastic depth
         )
         metrics = _metrics(logits, batch["label"], weight)
         return metrics["loss"], (metrics, updates["batch_stats"])
 
     grads, (metrics, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
-    state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+    finite = jnp.isfinite(metrics["loss"]) & jnp.all(
+        jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
+    new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+    if state.skip_nonfinite:
+        new_state = new_state.replace(**{
+            name: jax.tree.map(lambda new, old: jnp.where(finite, new, old),
+                               getattr(new_state, name), getattr(state, name))
+            for name in ("params", "batch_stats", "opt_state")})
+    state = new_state
     metrics["learning_rate"] = state.learning_rate
+    metrics["finite"] = finite
     return state, metrics
 
 

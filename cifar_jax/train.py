@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from cifar_jax import checkpoint, report
+from cifar_jax import checkpoint, faults, report, workdir_lock, zoo
 from cifar_jax import epoch as fast
 from cifar_jax.config import parse_command_line, validate_config
 from cifar_jax.data import load_dataset
@@ -41,11 +41,14 @@ def evaluate(state: TrainState, images, labels, batch_size: int, sharding=None) 
     return {"loss": fast.weighted_mean(merged, "loss"), "accuracy": fast.weighted_mean(merged, "accuracy")}
 
 
-def train_epoch(state, images, labels, order, mask, rng, calls: int, desc: str, sharding=None):
+def train_epoch(state, images, labels, order, mask, rng, calls: int, desc: str, sharding=None, stop=None):
     """One pass over the data in `calls` equal compiled runs of steps.
 
     The host stays one call ahead of the device: it waits for the previous call only to
-    advance the progress bar, while the next is already queued.
+    advance the progress bar, while the next is already queued. Each finished call's
+    `finite` flags are checked then (no extra sync): a NaN/inf step raises _NonFinite
+    unless the state skips such steps. A set `stop` (faults.StopRequest) ends the epoch at
+    the next call boundary: the summary is then None and the state a partial epoch's.
     """
     steps, batch = order.shape
     order = order.reshape(calls, steps // calls, batch)
@@ -53,20 +56,44 @@ def train_epoch(state, images, labels, order, mask, rng, calls: int, desc: str, 
     results = []
     with tqdm(total=steps, desc=desc, leave=False) as bar:
         for call in range(calls):
+            if stop and call:
+                return state, None
             state, metrics = fast.train_steps(state, images, labels, order[call], mask[call], rng, sharding=sharding)
             if results:
                 jax.block_until_ready(results[-1])
+                _check_finite(state, results[-1], (call - 1) * (steps // calls))
                 bar.update(steps // calls)
             results.append(metrics)
         results = jax.device_get(results)
+        _check_finite(state, results[-1], (calls - 1) * (steps // calls))
         bar.update(steps // calls)
     merged = {key: [x for r in results for x in r[key]] for key in results[0]}
+    finite = np.asarray(merged.get("finite", np.ones(steps, bool)), bool)
+    # Skipped (non-finite) steps count for nothing in the means.
+    merged["count"] = np.where(finite, np.asarray(merged["count"], np.float64), 0.0)
+    merged["loss"] = np.where(finite, np.asarray(merged["loss"], np.float64), 0.0)
     summary = {
-        "loss": fast.weighted_mean(merged, "loss"),
-        "accuracy": fast.weighted_mean(merged, "accuracy"),
+        "loss": fast.weighted_mean(merged, "loss") if finite.any() else float("nan"),
+        "accuracy": fast.weighted_mean(merged, "accuracy") if finite.any() else float("nan"),
         "last_lr": float(merged["learning_rate"][-1]),
+        "skipped_steps": int(np.sum(~finite)),
     }
     return state, summary
+
+
+class _NonFinite(Exception):
+    def __init__(self, index: int, learning_rate: float):
+        self.index, self.learning_rate = index, learning_rate
+
+
+def _check_finite(state, metrics, first_index: int) -> None:
+    """Raises _NonFinite (index within the epoch) at a call's first NaN/inf step."""
+    if getattr(state, "skip_nonfinite", False):
+        return
+    bad = faults.first_nonfinite(metrics)
+    if bad is not None:
+        lr = float(np.asarray(metrics["learning_rate"]).reshape(-1)[bad])
+        raise _NonFinite(first_index + bad, lr)
 
 
 def parameter_summary(params) -> tuple[int, int]:
@@ -76,7 +103,7 @@ def parameter_summary(params) -> tuple[int, int]:
 
 
 # Keys that may change between a run and its resumption: they do not change the training.
-RESUMABLE_CHANGES = ("data_dir", "cache_dir", "xla_cache_dir", "progress_updates", "eval_batch_size")
+RESUMABLE_CHANGES = ("data_dir", "cache_dir", "xla_cache_dir", "progress_updates", "eval_batch_size", "max_param_mb", "skip_nonfinite_steps")
 
 
 def _check_workdir(workdir: str, config) -> pathlib.Path:
@@ -138,6 +165,7 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
     are split over them and the state is replicated.
     """
     validate_config(config)
+    zoo.check_param_budget(config)  # max_param_mb, from shapes only: before anything is written
     path = _check_workdir(workdir, config)  # before the slow data loading
     enable_compilation_cache(config.xla_cache_dir)
     mesh = fast.data_mesh()
@@ -157,25 +185,39 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
     state = create_train_state(init_rng, config, steps_per_epoch, data.train_images.shape[1:])
     count, size = parameter_summary(state.params)
     devices = "1 device" if mesh is None else f"{mesh.size} devices, data parallel"
-    print(f"Model: ResNet9 width {config.width}, {count:,} parameters, "
+    print(f"Model: {config.get('model', 'resnet9')} width {config.width}, {count:,} parameters, "
           f"{size / 1e6:.2f} MB ({size / 2**20:.1f} MiB) as float32; {config.dtype} compute on {devices}")
 
     path.mkdir(parents=True, exist_ok=True)
-    _write_json_atomically(path / CONFIG_FILE, config.to_json(indent=2))
-    checkpoints = checkpoint.open_manager(path, config)
+    lock = workdir_lock.acquire(path)  # one training process per workdir
     try:
-        state = _train_epochs(config, path, data, state, checkpoints, mesh, augment_rng, data_key)
+        _write_json_atomically(path / CONFIG_FILE, config.to_json(indent=2))
+        checkpoints = checkpoint.open_manager(path, config)
+        try:
+            with faults.catch_signals() as stop:
+                state = _train_epochs(config, path, data, state, checkpoints, mesh, augment_rng, data_key, stop)
+        finally:
+            checkpoint.close(checkpoints)  # waits for the last save to reach the disk
     finally:
-        checkpoint.close(checkpoints)  # waits for the last save to reach the disk
+        workdir_lock.release(lock)
     report.write_curves(path)
     return state
 
 
-def _train_epochs(config, path, data, state, checkpoints, mesh, augment_rng, data_key):
-    """The epochs still to train: from the newest intact checkpoint on, or from 0."""
+def _train_epochs(config, path, data, state, checkpoints, mesh, augment_rng, data_key, stop=None):
+    """The epochs still to train: from the newest intact checkpoint on, or from 0.
+
+    On SIGINT/SIGTERM (`stop`), stops at the next compiled-call boundary, makes sure the
+    last completed epoch is checkpointed (a partial epoch is dropped: a rerun trains it
+    again from its start) and raises faults.TrainingInterrupted. On a NaN/inf step (and
+    skip_nonfinite_steps off), raises faults.NonFiniteError before anything is saved.
+    """
     start_epoch = 0
+    last_saved = None  # (epoch, step) of the newest checkpoint this run can resume from
+    unsaved = None  # a copy of the last completed epoch's state, when the policy skipped it
     resume = checkpoint.restore_latest_for_resume(checkpoints, state)
     if resume is not None:
+        last_saved = (resume.next_epoch - 1, resume.step)
         state, start_epoch = resume.state, resume.next_epoch
         augment_rng, data_key = resume.rngs["augment"], resume.rngs["data"]
         print(f"Resuming after epoch {start_epoch - 1} (step {resume.step}) from {checkpoints.directory}")
@@ -189,12 +231,29 @@ def _train_epochs(config, path, data, state, checkpoints, mesh, augment_rng, dat
     )
     sharding = fast.batch_sharding(mesh)
     calls = steps_per_epoch // fast.scan_length(steps_per_epoch, config.progress_updates)
+    rngs = {"augment": augment_rng, "data": data_key}
     for epoch in range(start_epoch, config.num_epochs):
+        if stop:
+            _stop(stop, checkpoints, unsaved, last_saved, rngs, data, steps_per_epoch)
         epoch_start = time.perf_counter()
         order, mask = fast.epoch_order(data_key, epoch, num_train, config.batch_size)
-        state, train = train_epoch(
-            state, train_images, train_labels, order, mask, augment_rng, calls, f"epoch {epoch}", sharding
-        )
+        try:
+            state, train = train_epoch(
+                state, train_images, train_labels, order, mask, augment_rng, calls, f"epoch {epoch}", sharding,
+                stop,
+            )
+        except _NonFinite as bad:
+            checkpoint.wait(checkpoints)
+            where = (f"checkpoint step {last_saved[1]} (epoch {last_saved[0]}) in {checkpoints.directory}; "
+                     "a rerun resumes from it" if last_saved else "none (no epoch finished)")
+            raise faults.NonFiniteError(
+                f"loss or gradients became NaN/inf at step {epoch * steps_per_epoch + bad.index} "
+                f"(epoch {epoch}, learning rate {bad.learning_rate:.6g}); stopped without saving that "
+                f"state; last good checkpoint: {where}; lower --config.learning_rate or set "
+                "--config.skip_nonfinite_steps=true to skip such steps"
+            ) from None
+        if train is None:  # stopped mid-epoch: that epoch is dropped
+            _stop(stop, checkpoints, unsaved, last_saved, rngs, data, steps_per_epoch)
         train_seconds = time.perf_counter() - epoch_start
         test = evaluate(state, test_images, test_labels, config.eval_batch_size, sharding)
         record = {
@@ -203,6 +262,7 @@ def _train_epochs(config, path, data, state, checkpoints, mesh, augment_rng, dat
             "last_lr": train["last_lr"],
             "train_loss": train["loss"],
             "train_acc": train["accuracy"],
+            "skipped_steps": train["skipped_steps"],
             "test_loss": test["loss"],
             "test_acc": test["accuracy"],
             "train_seconds": train_seconds,
@@ -212,15 +272,37 @@ def _train_epochs(config, path, data, state, checkpoints, mesh, augment_rng, dat
             f"Epoch [{epoch}], last_lr: {record['last_lr']:.5f}, train_loss: {record['train_loss']:.4f}, "
             f"test_loss: {record['test_loss']:.4f}, test_acc: {record['test_acc']:.4f} "
             f"({record['epoch_seconds']:.2f}s)"
+            + (f", skipped {train['skipped_steps']} non-finite steps" if train["skipped_steps"] else "")
         )
         with open(path / METRICS_FILE, "a") as f:
             f.write(json.dumps(record) + "\n")
-        checkpoint.save(
+        if checkpoint.save(
             checkpoints, state, epoch, record,
-            rngs={"augment": augment_rng, "data": data_key}, class_names=data.class_names,
+            rngs=rngs, class_names=data.class_names,
             steps_per_epoch=steps_per_epoch,
-        )
+        ):
+            last_saved, unsaved = (epoch, epoch * steps_per_epoch + steps_per_epoch), None
+        else:  # kept in case a signal comes in the next epoch (only when saving every N > 1)
+            unsaved = (checkpoint._copy(state), epoch, record)
+    if stop:
+        _stop(stop, checkpoints, unsaved, last_saved, rngs, data, steps_per_epoch)
     return state
+
+
+def _stop(stop, checkpoints, unsaved, last_saved, rngs, data, steps_per_epoch):
+    """Saves the last completed epoch if the policy had skipped it; raises TrainingInterrupted."""
+    if unsaved is not None:
+        state, epoch, record = unsaved
+        checkpoint.save(checkpoints, state, epoch, record, rngs=rngs, class_names=data.class_names,
+                        steps_per_epoch=steps_per_epoch, force=True)
+        last_saved = (epoch, (epoch + 1) * steps_per_epoch)
+    checkpoint.wait(checkpoints)
+    if last_saved is None:
+        where = "no epoch had finished, so nothing was saved; rerun the same command to start again"
+    else:
+        where = (f"checkpoint step {last_saved[1]} (after epoch {last_saved[0]}) is in "
+                 f"{checkpoints.directory}; rerun the same command to resume")
+    raise faults.TrainingInterrupted(stop.signum, f"interrupted by {stop.name}: {where}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -230,6 +312,12 @@ def main(argv: list[str] | None = None) -> int:
     except CifarJaxError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except faults.TrainingInterrupted as stopped:
+        print(stopped, file=sys.stderr)
+        return stopped.exit_code
+    except KeyboardInterrupt:  # Ctrl-C before training started (data loading, compiling)
+        print("interrupted by SIGINT before training started; nothing was saved", file=sys.stderr)
+        return 130
     return 0
 
 

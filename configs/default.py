@@ -27,6 +27,12 @@ def get_config() -> ml_collections.ConfigDict:
     config.std = (0.2675, 0.2565, 0.2761)
 
     # Model.
+    # resnet9 (the seed's) | resnet18 | resnet50 | resnet152 | vgg16 | mobilenet_v2 |
+    # efficientnet_b0: `python -m cifar_jax.zoo --list` prints their sizes; configs/NAME.py.
+    config.model = "resnet9"
+    # Refuse a model with more float32 parameter MB than this (the seed's 100 MB size
+    # constraint); 0 disables the check.
+    config.max_param_mb = 100.0
     config.width = 1.0  # channel multiplier: 1.0 is the seed's ResNet9 (32..512), 2.0 the original
     config.dtype = "float32"  # compute dtype: float32 or bfloat16 (params and BN stats stay float32)
 
@@ -39,6 +45,9 @@ def get_config() -> ml_collections.ConfigDict:
     # keep the newest keep_checkpoints plus the best by test accuracy.
     config.checkpoint_every_epochs = 1
     config.keep_checkpoints = 3
+    # NaN/inf loss or gradients: False stops the run at once (nothing bad is saved);
+    # True skips such steps (no update) and counts them in the epoch line.
+    config.skip_nonfinite_steps = False
     config.progress_updates = 8  # about this many compiled calls (progress-bar steps) per epoch
     config.xla_cache_dir = "~/.cache/cifar_jax/xla"  # persistent compilation cache; "" = off
 

@@ -13,6 +13,11 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 import jax  # noqa: E402  (after the environment above)
 import pytest  # noqa: E402
 
+try:  # now, not lazily: hypothesis's pytest plugin imports it in the terminal summary, where
+    import hypothesis  # noqa: E402,F401  (Python 3.11.7's parser can fail: "AST constructor
+except ImportError:  # recursion depth mismatch" after Orbax/TensorStore ran in the process)
+    pass
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 

@@ -5,6 +5,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from tests.conftest import REPO
 
 SCRIPT = textwrap.dedent(
@@ -55,6 +57,7 @@ SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # a fresh JAX process compiling for 4 devices: over a minute on 2 cores
 def test_four_devices_train_like_one(tmp_path):
     env = dict(
         os.environ,

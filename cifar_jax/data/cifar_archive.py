@@ -73,7 +73,7 @@ def read_cifar(variant: CifarVariant, source: pathlib.Path, verify_md5: bool) ->
     names = _unpickle(variant, files, variant.meta_member).get(variant.names_key)
     if not isinstance(names, list) or not names:
         _corrupt(variant, f"{source}: {variant.meta_member} has no {variant.names_key.decode()} list")
-    class_names = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
+    class_names = tuple(n.decode("utf-8", "replace") if isinstance(n, bytes) else str(n) for n in names)
     train = [_read_batch(variant, files, m, len(class_names)) for m in variant.train_members]
     test_images, test_labels = _read_batch(variant, files, variant.test_member, len(class_names))
     return Dataset(
@@ -92,7 +92,10 @@ def _read_batch(variant, files, member, num_classes):
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         shape = getattr(data, "shape", type(data).__name__)
         _corrupt(variant, f"{where}: b'data' is {shape}, not uint8 rows of 3072 pixels")
-    labels = np.asarray(labels if labels is not None else [], dtype=np.int64)
+    try:
+        labels = np.asarray(labels if labels is not None else [], dtype=np.int64)
+    except (TypeError, ValueError, OverflowError):  # e.g. bytes, dicts or huge ints
+        _corrupt(variant, f"{where}: {variant.labels_key!r} is not a list of integers")
     if labels.shape != (len(data),):
         _corrupt(variant, f"{where}: {labels.size} labels for {len(data)} images")
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):

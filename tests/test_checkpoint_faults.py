@@ -1,0 +1,158 @@
+"""Damaged checkpoint folders beyond tests/test_checkpoint.py's DAMAGE, and a disk that
+fills up while a checkpoint is written."""
+import contextlib
+import os
+import shutil
+import subprocess
+import uuid
+
+import numpy as np
+import pytest
+
+from cifar_jax import checkpoint
+from cifar_jax.errors import CifarJaxError
+from tests.checkpoint_runs import (
+    assert_trees_equal,
+    biggest_file,
+    copy_run,
+    make_run,
+    rngs_after,
+    smoke_config,
+    smoke_state,
+    state_after,
+    step_dir,
+    write_config,
+)
+
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("runs") / "run"
+    make_run(workdir, [0.1, 0.9, 0.2, 0.3, 0.4], smoke_config(num_epochs=5, keep_checkpoints=2))
+    return workdir  # steps 16 (best), 32, 40
+
+
+def _garbage(path):
+    path.write_bytes(np.random.default_rng(0).integers(0, 256, path.stat().st_size, np.uint8).tobytes())
+
+
+def _array_data_file(folder):
+    return biggest_file(folder / "params" / "ocdbt.process_0" / "d")
+
+
+DAMAGE = {
+    "garbage array file": lambda folder: _garbage(_array_data_file(folder)),
+    "empty array file": lambda folder: os.truncate(_array_data_file(folder), 0),
+    "garbage params metadata": lambda folder: (folder / "params" / "_METADATA").write_bytes(b"\x89garbage{"),
+    "garbage meta json": lambda folder: next((folder / "meta").glob("metadata")).write_text('{"epoch": '),
+    "emptied params item": lambda folder: [shutil.rmtree(p) if p.is_dir() else p.unlink()
+                                           for p in (folder / "params").iterdir()],
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_resume_skips_it_and_restore_refuses_it(run, tmp_path, damage):
+    workdir = copy_run(run, tmp_path / "copy")
+    DAMAGE[damage](step_dir(workdir, 40))
+    with pytest.raises(CifarJaxError, match=r"checkpoint step 40 .* is damaged: .*pass --step with another one") as error:
+        checkpoint.restore(workdir)
+    assert "\n" not in str(error.value)
+    config = smoke_config(num_epochs=5, keep_checkpoints=2)
+    with checkpoint.open_manager(workdir, config) as checkpoints:
+        with pytest.warns(checkpoint.CheckpointWarning, match=r"damaged checkpoint step 40 \(.+\).*resuming from step 32"):
+            resume = checkpoint.restore_latest_for_resume(checkpoints, smoke_state())
+    assert resume.step == 32
+    assert_trees_equal(resume.state.params, state_after(3).params)
+
+
+HARMLESS_OR_DAMAGE = {
+    "removed _CHECKPOINT_METADATA": lambda folder: (folder / "_CHECKPOINT_METADATA").unlink(),
+    "removed per-process ocdbt manifest": lambda folder: (
+        folder / "params" / "ocdbt.process_0" / "manifest.ocdbt").unlink(),
+    "removed top-level ocdbt manifest": lambda folder: (folder / "params" / "manifest.ocdbt").unlink(),
+    "garbage per-process ocdbt manifest": lambda folder: _garbage(
+        folder / "params" / "ocdbt.process_0" / "manifest.ocdbt"),
+    "garbage top-level ocdbt manifest": lambda folder: _garbage(folder / "params" / "manifest.ocdbt"),
+    "removed commit_success.txt": lambda folder: (folder / "commit_success.txt").unlink(missing_ok=True),
+    "removed array_metadatas": lambda folder: shutil.rmtree(folder / "params" / "array_metadatas"),
+}
+
+
+@pytest.mark.parametrize("damage", HARMLESS_OR_DAMAGE)
+def test_other_removals_are_refused_or_restore_exactly(run, tmp_path, damage):
+    """Files Orbax can do without: the step either restores exactly (checked against the
+    saved checksums) or is refused as damaged; it never restores wrong values."""
+    workdir = copy_run(run, tmp_path / "copy")
+    HARMLESS_OR_DAMAGE[damage](step_dir(workdir, 40))
+    try:
+        state, _ = checkpoint.restore(workdir)
+    except CifarJaxError as error:
+        assert "checkpoint step 40" in str(error) and "is damaged" in str(error)
+    else:
+        assert int(state.step) == 40
+        assert_trees_equal(state.params, state_after(4).params)
+
+
+# ----------------------------------------------------------------------------- disk full
+
+
+@contextlib.contextmanager
+def _tiny_disk(path, size):
+    path.mkdir(parents=True)
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", f"cifar-jax-{uuid.uuid4().hex[:8]}",
+                             str(path)], capture_output=True, text=True)
+    if result.returncode:
+        pytest.skip(f"cannot mount a small tmpfs here to fill up ({result.stderr.strip()})")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def test_a_full_disk_while_saving_is_one_clear_error_and_leaves_no_partial_checkpoint(tmp_path):
+    """A real ENOSPC: a 9 MiB tmpfs holds one smoke checkpoint (~6 MB) but not two."""
+    with _tiny_disk(tmp_path / "disk", "9m") as disk:
+        config = smoke_config(num_epochs=3)
+        write_config(disk, config)
+        checkpoints = checkpoint.open_manager(disk, config)
+        try:
+            assert checkpoint.save(checkpoints, state_after(0), 0, {"test_acc": 0.1}, rngs=rngs_after(0))
+            checkpoint.wait(checkpoints)
+            checkpoint.save(checkpoints, state_after(1), 1, {"test_acc": 0.2}, rngs=rngs_after(1))
+            with pytest.raises(checkpoint.CheckpointWriteError) as error:
+                checkpoint.wait(checkpoints)
+        finally:
+            with contextlib.suppress(Exception):
+                checkpoint.close(checkpoints)
+        message = str(error.value)
+        assert "\n" not in message and len(message) < 800
+        assert "could not write checkpoint step 16" in message
+        assert "earlier checkpoints are untouched (8)" in message
+        assert isinstance(error.value, CifarJaxError)
+        # No half-written checkpoint: only step 8, complete, and no temporary folder.
+        assert sorted(p.name for p in (disk / "checkpoints").iterdir()) == ["8"]
+        assert checkpoint.available_steps(disk) == [8]
+        state, _ = checkpoint.restore(disk)
+        assert_trees_equal(state.params, state_after(0).params)
+
+
+def test_a_write_error_from_orbax_becomes_one_line(tmp_path, monkeypatch):
+    """Where no tmpfs can be mounted: the same path, with Orbax's save raising ENOSPC after
+    leaving a temporary folder behind."""
+    import errno
+
+    config = smoke_config(num_epochs=3)
+    write_config(tmp_path, config)
+    checkpoints = checkpoint.open_manager(tmp_path, config)
+
+    def full_disk(step, *args, **kwargs):
+        (checkpoints.directory / f"{step}.orbax-checkpoint-tmp-123" / "params").mkdir(parents=True)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(checkpoints.manager, "save", full_disk)
+    assert checkpoint.save(checkpoints, state_after(0), 0, {"test_acc": 0.5}, rngs=rngs_after(0))
+    with pytest.raises(checkpoint.CheckpointWriteError, match=r"could not write checkpoint step 8 .*No space left on device.*removed the partial write"):
+        checkpoint.close(checkpoints)
+    assert not any(checkpoints.directory.iterdir())
