@@ -1,9 +1,11 @@
-"""`python -m cifar_jax.evaluate --workdir DIR [--step N | --best] [--json] [--batch-size N]`
+"""`python -m cifar_jax.evaluate --workdir DIR [--step N | --best | --torch-weights FILE] [--json]`
 
 Restores a checkpoint of the run in DIR (default: the latest) with the config that run
 saved, evaluates it on the test split of that config's dataset, prints top-1 and top-5
 accuracy, per-class accuracy, the parameter count and the size on disk of the saved
-parameters, and writes DIR/confusion.png.
+parameters, and writes DIR/confusion.png. With --torch-weights, evaluates a PyTorch
+state_dict of the seed's ResNet9 instead (converted by cifar_jax.convert), with DIR's
+config (or --config FILE's) giving the dataset, classes and width.
 """
 from __future__ import annotations
 
@@ -65,7 +67,21 @@ def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(-log_probs[np.arange(len(labels)), labels].mean())
 
 
-def evaluate_run(workdir, step=None, best=False, batch_size=None, confusion_png=True) -> dict:
+def _torch_variables(path, workdir, config_file):
+    """(variables, config, info) of a PyTorch state_dict file, for `--torch-weights`."""
+    from cifar_jax.config import load_config_file
+    from cifar_jax.convert import load_torch_weights
+
+    config = load_config_file(config_file) if config_file else checkpoint.load_run_config(workdir)
+    if config.get("model", "resnet9") != "resnet9":
+        raise CifarJaxError(f"--torch-weights converts the seed's ResNet9 only, not model={config.model}")
+    variables = load_torch_weights(path, num_classes=config.num_classes, width=config.width)
+    info = {"path": str(path), "step": None, "epoch": None, "param_bytes": pathlib.Path(path).stat().st_size}
+    return variables, config, info
+
+
+def evaluate_run(workdir, step=None, best=False, batch_size=None, confusion_png=True,
+                 torch_weights=None, config_file=None) -> dict:
     """Evaluates one checkpoint of `workdir` on its config's test split; see the module doc.
 
     Returns the figures printed by the command (`top1`, `top5`, `loss`, `params`,
@@ -77,8 +93,11 @@ def evaluate_run(workdir, step=None, best=False, batch_size=None, confusion_png=
 
     if batch_size is not None and batch_size < 1:
         raise CifarJaxError(f"--batch-size {batch_size} must be a positive integer")
-    info = checkpoint.checkpoint_info(workdir, step=step, best=best)
-    variables, config = checkpoint.restore(workdir, step=info["step"], variables_only=True)
+    if torch_weights:
+        variables, config, info = _torch_variables(torch_weights, workdir, config_file)
+    else:
+        info = checkpoint.checkpoint_info(workdir, step=step, best=best)
+        variables, config = checkpoint.restore(workdir, step=info["step"], variables_only=True)
     data = load_dataset(config)
     labels = np.asarray(data.test_labels)
     logits = compute_logits(variables, config, data.test_images, batch_size or config.eval_batch_size)
@@ -103,7 +122,7 @@ def evaluate_run(workdir, step=None, best=False, batch_size=None, confusion_png=
         "per_class": {name: (None if np.isnan(a) else float(a))
                       for name, a in zip(data.class_names, per_class)},
     }
-    if confusion_png:
+    if confusion_png and workdir:
         from cifar_jax.report import CONFUSION_FILE, write_confusion
 
         path = pathlib.Path(workdir) / CONFUSION_FILE
@@ -114,7 +133,8 @@ def evaluate_run(workdir, step=None, best=False, batch_size=None, confusion_png=
 def format_report(result: dict) -> str:
     size = result["param_bytes"]
     lines = [
-        f"Checkpoint: {result['checkpoint']} (step {result['step']}, epoch {result['epoch']})",
+        f"Checkpoint: {result['checkpoint']}"
+        + ("" if result["step"] is None else f" (step {result['step']}, epoch {result['epoch']})"),
         f"Model: {result['params']:,} parameters; saved params on disk: {size:,} bytes "
         f"({size / 1e6:.2f} MB, {size / 2**20:.2f} MiB)",
         f"Test set: {result['num_test']:,} images of {result['dataset']}",
@@ -150,16 +170,21 @@ def _quiet_orbax() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = _Parser(prog="python -m cifar_jax.evaluate", description=__doc__.splitlines()[2])
-    parser.add_argument("--workdir", required=True, help="the --workdir of a training run")
+    parser.add_argument("--workdir", help="the --workdir of a training run")
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--step", type=int, help="the train step of a checkpoint (default: latest)")
     which.add_argument("--best", action="store_true", help="the checkpoint with the best test accuracy")
+    which.add_argument("--torch-weights", help="a PyTorch state_dict (.pth) of the seed's ResNet9")
+    parser.add_argument("--config", help="with --torch-weights and no --workdir: a config file")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--batch-size", type=int, help="default: the run's eval_batch_size")
     try:
         args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+        if not args.workdir and not (args.torch_weights and args.config):
+            parser.error("pass --workdir DIR (or --torch-weights FILE with --config FILE)")
         _quiet_orbax()
-        result = evaluate_run(args.workdir, args.step, args.best, args.batch_size)
+        result = evaluate_run(args.workdir, args.step, args.best, args.batch_size,
+                              torch_weights=args.torch_weights, config_file=args.config)
     except CifarJaxError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -122,7 +122,7 @@ def test_evaluate_shapes_that_do_not_match_the_config(run_copy, capsys):
 @pytest.mark.parametrize("argv, expected", [
     (["--step", "8", "--best"], "not allowed with argument"),
     (["--batch-size", "0"], "--batch-size 0 must be a positive integer"),
-    ([], "the following arguments are required: --workdir"),
+    ([], "pass --workdir DIR"),
 ])
 def test_evaluate_bad_arguments(run, capsys, argv, expected):
     argv = ["--workdir", str(run), *argv] if argv else argv
