@@ -23,7 +23,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 @pytest.fixture
 def smoke_config():
-    """configs/smoke.py, made smaller still: tests need behaviour, not accuracy."""
+    """configs/smoke.py as a fresh ConfigDict (tests may change it freely)."""
     from cifar_jax.config import load_config_file
 
     return load_config_file(str(REPO / "configs" / "smoke.py"))
