@@ -39,10 +39,12 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from cifar_jax.data.pixels import IMAGE_SIZE
+from cifar_jax.config import training_changes
 from cifar_jax.errors import CifarJaxError, ConfigError
 
 CHECKPOINT_DIR = "checkpoints"
 DAMAGED_DIR = "checkpoints_damaged"  # damaged checkpoints are moved here when a run resumes
+FOREIGN_DIR = "checkpoints_other_config"  # and checkpoints of runs with another config here
 CONFIG_FILE = "config.json"  # written by cifar_jax.train
 FORMAT_VERSION = 1
 ARRAY_ITEMS = ("params", "batch_stats", "train")
@@ -68,6 +70,14 @@ class DamagedCheckpoint(CifarJaxError):
         super().__init__(f"checkpoint step {step} ({path}) is damaged: {reason}")
 
 
+class ForeignCheckpoint(CifarJaxError):
+    """A checkpoint written by a run of another config (other shapes or training keys)."""
+
+    def __init__(self, step: int, path: pathlib.Path, message: str, reason: str):
+        self.step, self.path, self.reason = step, path, reason
+        super().__init__(message)
+
+
 @dataclasses.dataclass
 class RunCheckpoints:
     """The Orbax manager of one run's checkpoint folder, and the policy it applies."""
@@ -78,6 +88,7 @@ class RunCheckpoints:
     keep: int
     num_epochs: int
     seed: int
+    config: dict  # the run's config as JSON values, saved in every checkpoint's meta
     # The save handed to Orbax on a helper thread, and what it raised (re-raised later).
     _worker: Optional[threading.Thread] = dataclasses.field(default=None, repr=False)
     _error: Optional[BaseException] = dataclasses.field(default=None, repr=False)
@@ -189,7 +200,7 @@ def open_manager(workdir, config) -> RunCheckpoints:
     every, keep = checkpoint_settings(config)
     directory = pathlib.Path(workdir).absolute() / CHECKPOINT_DIR
     return RunCheckpoints(_manager(directory, keep, read_only=False), directory, every, keep,
-                          int(config.num_epochs), int(config.seed))
+                          int(config.num_epochs), int(config.seed), json.loads(config.to_json()))
 
 
 def _open_reader(workdir, config) -> ocp.CheckpointManager:
@@ -275,6 +286,7 @@ def save(
         "rng_impls": {name: impl for name, (_, impl) in keys.items()},
         "image_shape": [IMAGE_SIZE, IMAGE_SIZE, 3],
         "class_names": list(class_names) if class_names is not None else None,
+        "config": checkpoints.config,
     }
     train = {"opt_state": state.opt_state, "step": state.step,
              "rngs": {name: data for name, (data, _) in keys.items()}}
@@ -414,28 +426,50 @@ def _shapes(tree) -> dict[str, tuple]:
     return {_path_name(path): tuple(leaf.shape) for path, leaf in leaves}
 
 
-def _check_shapes(item: str, saved, expected, step: int, where: str) -> None:
-    """CifarJaxError naming the first parameter whose shape differs (or is missing)."""
+def _check_shapes(item: str, saved, expected, step: int, where: str, folder: pathlib.Path) -> None:
+    """ForeignCheckpoint naming the first parameter whose shape differs (or is missing)."""
     saved_shapes = {f"{item}/{k}": v for k, v in _shapes(saved).items()}
     expected_shapes = {f"{item}/{k}": v for k, v in _shapes(expected).items()}
+
+    def foreign(message, reason):
+        return ForeignCheckpoint(step, folder, message, reason)
+
     for name, shape in expected_shapes.items():
         if name not in saved_shapes:
-            raise CifarJaxError(
+            raise foreign(
                 f"checkpoint step {step} has no parameter {name}, which {where} expects "
-                f"(shape {shape}); the checkpoint was written with a different model config"
+                f"(shape {shape}); the checkpoint was written with a different model config",
+                f"it has no parameter {name}",
             )
         if saved_shapes[name] != shape:
-            raise CifarJaxError(
+            raise foreign(
                 f"checkpoint step {step} does not match {where}: {name} has shape "
                 f"{saved_shapes[name]} in the checkpoint but {shape} from the config; "
-                f"use the config the run was trained with"
+                f"use the config the run was trained with",
+                f"{name} has shape {saved_shapes[name]}, not {shape}",
             )
     extra = sorted(set(saved_shapes) - set(expected_shapes))
     if extra:
-        raise CifarJaxError(
+        raise foreign(
             f"checkpoint step {step} has parameter {extra[0]} (shape {saved_shapes[extra[0]]}), "
-            f"which {where} does not have; use the config the run was trained with"
+            f"which {where} does not have; use the config the run was trained with",
+            f"it has parameter {extra[0]}, which this model lacks",
         )
+
+
+def _check_config(meta: dict, expected: dict, step: int, folder: pathlib.Path) -> None:
+    """ForeignCheckpoint if the checkpoint records a config that trains differently."""
+    saved = meta.get("config")  # absent in checkpoints of older versions
+    if isinstance(saved, dict):
+        changed = training_changes(saved, expected)
+        if changed:
+            shown = ", ".join(f"{k}={saved.get(k)!r}" for k in changed[:4])
+            raise ForeignCheckpoint(
+                step, folder,
+                f"checkpoint step {step} was written by a run with another config ({shown}); "
+                "use the config the run was trained with",
+                f"written with another config: {shown}",
+            )
 
 
 def _abstract(tree):
@@ -492,16 +526,21 @@ def _saved_trees(manager: ocp.CheckpointManager, step: int) -> dict:
     return trees
 
 
-def _restore_step(manager, step: int, targets: dict, where: str) -> tuple[dict, dict]:
+def _restore_step(manager, step: int, targets: dict, where: str,
+                  config: Optional[dict] = None) -> tuple[dict, dict]:
     """(restored items, meta) of `step`, each array item shaped like `targets[item]`.
 
-    CifarJaxError if shapes differ from the targets; DamagedCheckpoint if unreadable.
+    ForeignCheckpoint if shapes differ from the targets, or if `config` (JSON values) is
+    given and differs from the one the checkpoint records; DamagedCheckpoint if unreadable.
     """
+    folder = pathlib.Path(manager.directory) / str(step)
     meta = _read_meta(manager, step)
     saved = _saved_trees(manager, step)
     for item in ("params", "batch_stats"):
         if item in targets:
-            _check_shapes(item, saved[item], targets[item], step, where)
+            _check_shapes(item, saved[item], targets[item], step, where, folder)
+    if config is not None:
+        _check_config(meta, config, step, folder)
     if "train" in targets:  # key data: shapes as saved (they depend on the RNG impl)
         try:
             saved_rngs = dict(saved["train"]["rngs"])
@@ -514,7 +553,6 @@ def _restore_step(manager, step: int, targets: dict, where: str) -> tuple[dict, 
             for name, md in saved_rngs.items()
         }
     args = {item: _restore_args(_abstract(target)) for item, target in targets.items()}
-    folder = pathlib.Path(manager.directory) / str(step)
     try:
         restored = manager.restore(step, args=ocp.args.Composite(**args))
     except Exception as error:  # truncated or deleted array files, broken manifests, ...
@@ -548,35 +586,38 @@ def _wrap_rng(data, impl: Optional[str]):
 
 
 def restore_latest_for_resume(checkpoints: RunCheckpoints, template_state) -> Optional[Resume]:
-    """The newest intact checkpoint, restored onto `template_state`, or None if none exist.
+    """The newest usable checkpoint, restored onto `template_state`, or None if none exist.
 
     `template_state` is the loop's freshly created TrainState (same config): it gives the
-    tree structure, shapes, shardings and the optimizer. Damaged checkpoints are skipped
-    with a CheckpointWarning naming the step and why, and moved to WORKDIR/checkpoints_damaged
-    so that the steps they held can be saved again. A checkpoint whose shapes differ from
-    the template raises CifarJaxError (the config changed; that is not damage).
+    tree structure, shapes, shardings and the optimizer. Newer checkpoints that are damaged,
+    or were written by a run of another config (other shapes, or another config recorded
+    in their meta), are skipped with a CheckpointWarning naming the step and why, and moved
+    to WORKDIR/checkpoints_damaged or WORKDIR/checkpoints_other_config, so that the steps
+    they held can be saved again. When no checkpoint is usable, nothing is moved and
+    CifarJaxError says why (for checkpoints all of another config: the config changed).
     """
     manager = checkpoints.manager
     wait(checkpoints)
     manager.reload()
     steps = sorted(manager.all_steps(), reverse=True)
-    damaged: list[DamagedCheckpoint] = []
+    skipped: list = []  # DamagedCheckpoint or ForeignCheckpoint, newest first
     for step in steps:
         try:
             items, meta = _restore_step(manager, step, _state_targets(template_state),
-                                        "the config of this run")
-        except DamagedCheckpoint as error:
-            damaged.append(error)
+                                        "the config of this run", checkpoints.config)
+        except (DamagedCheckpoint, ForeignCheckpoint) as error:
+            skipped.append(error)
             continue
-        for bad in damaged:
-            target = _move_aside(checkpoints.directory, bad.step)
+        for bad in skipped:
+            damaged = isinstance(bad, DamagedCheckpoint)
+            target = _move_aside(checkpoints.directory, bad.step, DAMAGED_DIR if damaged else FOREIGN_DIR)
             warnings.warn(
-                f"skipping damaged checkpoint step {bad.step} ({bad.reason}); moved it to "
-                f"{target}; resuming from step {step}",
+                f"skipping {'damaged ' if damaged else ''}checkpoint step {bad.step} ({bad.reason}); "
+                f"moved it to {target}; resuming from step {step}",
                 CheckpointWarning,
                 stacklevel=2,
             )
-        if damaged:
+        if skipped:
             manager.reload()
         return Resume(
             state=_with_restored(template_state, items),
@@ -587,17 +628,23 @@ def restore_latest_for_resume(checkpoints: RunCheckpoints, template_state) -> Op
             data_order=meta["data_order"],
             metrics=meta["metrics"],
         )
-    if damaged:
-        reasons = "; ".join(f"step {d.step}: {d.reason}" for d in damaged)
+    if skipped and all(isinstance(bad, ForeignCheckpoint) for bad in skipped):
+        raise skipped[0]  # every checkpoint disagrees: the config changed, nothing is damaged
+    if skipped:
+        all_damaged = all(isinstance(bad, DamagedCheckpoint) for bad in skipped)
+        reasons = "; ".join(f"step {bad.step}: "
+                            f"{'damaged, ' if isinstance(bad, DamagedCheckpoint) and not all_damaged else ''}"
+                            f"{bad.reason}" for bad in skipped)
         raise CifarJaxError(
-            f"every checkpoint in {checkpoints.directory} is damaged ({reasons}); "
+            f"{'every checkpoint in' if all_damaged else 'no usable checkpoint in'} {checkpoints.directory} "
+            f"{'is damaged ' if all_damaged else ''}({reasons}); "
             f"delete that folder to train from scratch, or use a new --workdir"
         )
     return None
 
 
-def _move_aside(directory: pathlib.Path, step: int) -> pathlib.Path:
-    aside = directory.parent / DAMAGED_DIR
+def _move_aside(directory: pathlib.Path, step: int, folder_name: str) -> pathlib.Path:
+    aside = directory.parent / folder_name
     aside.mkdir(exist_ok=True)
     target = aside / str(step)
     suffix = 1

@@ -118,6 +118,22 @@ def validate_config(config) -> None:
     _require(config.dtype in ("float32", "bfloat16"), f"dtype={config.dtype!r} is not supported; use --config.dtype=float32 or bfloat16")
 
 
+# Keys that may change between a run and its resumption: they do not change the training.
+RESUMABLE_CHANGES = frozenset({
+    "data_dir", "cache_dir", "xla_cache_dir", "progress_updates", "eval_batch_size", "max_param_mb",
+    "skip_nonfinite_steps", "checkpoint_every_epochs", "keep_checkpoints",
+})
+
+
+def training_changes(saved: dict, current: dict) -> list[str]:
+    """The keys, sorted, whose values differ between two configs (as JSON dicts) in a way
+    that changes what is trained; a run may resume only when this is empty."""
+    return sorted(
+        key for key in set(saved) | set(current)
+        if key not in RESUMABLE_CHANGES and saved.get(key) != current.get(key)
+    )
+
+
 def parse_command_line(argv: list[str]) -> tuple[ml_collections.ConfigDict, str]:
     """`--config FILE --workdir DIR [--config.KEY=VALUE ...]` -> (validated config, workdir)."""
     options: dict[str, str] = {}

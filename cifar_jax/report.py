@@ -17,6 +17,7 @@ from typing import Sequence
 import numpy as np
 
 from cifar_jax.errors import CifarJaxError
+from cifar_jax.run_files import write_error
 
 METRICS_FILE = "metrics.jsonl"  # written by cifar_jax.train, one JSON object per epoch
 CURVES_FILE = "curves.png"
@@ -36,6 +37,8 @@ def _save(figure, path: pathlib.Path, dpi: int) -> pathlib.Path:
     try:
         figure.savefig(tmp, dpi=dpi, format="png")
         os.replace(tmp, path)
+    except OSError as error:
+        raise write_error(path, error) from None
     finally:
         tmp.unlink(missing_ok=True)
     return path

@@ -5,6 +5,7 @@ logging. Side effects (files, printing, progress) live here; the steps are pure.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -17,9 +18,9 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from cifar_jax import checkpoint, faults, report, workdir_lock, zoo
+from cifar_jax import checkpoint, faults, report, run_files, workdir_lock, zoo
 from cifar_jax import epoch as fast
-from cifar_jax.config import parse_command_line, validate_config
+from cifar_jax.config import parse_command_line, training_changes, validate_config
 from cifar_jax.data import load_dataset
 from cifar_jax.errors import CifarJaxError
 from cifar_jax.steps import TrainState, create_train_state
@@ -102,10 +103,6 @@ def parameter_summary(params) -> tuple[int, int]:
     return sum(x.size for x in leaves), sum(x.size * x.dtype.itemsize for x in leaves)
 
 
-# Keys that may change between a run and its resumption: they do not change the training.
-RESUMABLE_CHANGES = ("data_dir", "cache_dir", "xla_cache_dir", "progress_updates", "eval_batch_size", "max_param_mb", "skip_nonfinite_steps")
-
-
 def _check_workdir(workdir: str, config) -> pathlib.Path:
     """The workdir as a Path; refuses a file, or a run trained with a different config."""
     path = pathlib.Path(workdir)
@@ -113,12 +110,14 @@ def _check_workdir(workdir: str, config) -> pathlib.Path:
         raise CifarJaxError(f"workdir {workdir} is a file; pass a directory to --workdir")
     saved_file = path / CONFIG_FILE
     if saved_file.exists():
-        saved = json.loads(saved_file.read_text())
-        current = json.loads(config.to_json())
-        changed = sorted(
-            k for k in set(saved) | set(current)
-            if k not in RESUMABLE_CHANGES and saved.get(k) != current.get(k)
-        )
+        try:
+            saved = json.loads(saved_file.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise CifarJaxError(f"{saved_file} is not readable JSON ({type(error).__name__}); restore it "
+                                "from a copy of the run, or pass a new --workdir") from None
+        if not isinstance(saved, dict):
+            raise CifarJaxError(f"{saved_file} does not hold a config object; pass a new --workdir")
+        changed = training_changes(saved, json.loads(config.to_json()))
         if changed:
             raise CifarJaxError(
                 f"workdir {workdir} holds a run with a different config ({', '.join(changed)}); "
@@ -138,13 +137,7 @@ def _keep_metrics_before(path: pathlib.Path, epoch: int) -> None:
         lines = [line for line in file.read_text().splitlines() if line.strip()]
         kept = [line for line in lines if json.loads(line)["epoch"] < epoch]
         if kept != lines:
-            _write_json_atomically(file, "".join(line + "\n" for line in kept))
-
-
-def _write_json_atomically(path: pathlib.Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+            run_files.write_text_atomically(file, "".join(line + "\n" for line in kept))
 
 
 def enable_compilation_cache(cache_dir: str) -> None:
@@ -166,7 +159,27 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
     """
     validate_config(config)
     zoo.check_param_budget(config)  # max_param_mb, from shapes only: before anything is written
-    path = _check_workdir(workdir, config)  # before the slow data loading
+    path = _check_workdir(workdir, config)
+    created = not path.exists()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise run_files.write_error(path, error) from None
+    lock = workdir_lock.acquire(path)  # one training process per workdir, before the slow parts
+    try:
+        _check_workdir(workdir, config)  # again: the previous owner may have just written it
+        state = _run(config, path)
+    finally:
+        workdir_lock.release(lock)
+        if created:  # a run that failed before writing anything leaves no empty workdir
+            with contextlib.suppress(OSError):
+                path.rmdir()  # only succeeds if empty
+    report.write_curves(path)
+    return state
+
+
+def _run(config, path: pathlib.Path) -> TrainState:
+    """Everything of train_and_evaluate between taking the workdir's lock and releasing it."""
     enable_compilation_cache(config.xla_cache_dir)
     mesh = fast.data_mesh()
     fast.check_divisible(config.batch_size, mesh, "batch_size")
@@ -188,20 +201,13 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
     print(f"Model: {config.get('model', 'resnet9')} width {config.width}, {count:,} parameters, "
           f"{size / 1e6:.2f} MB ({size / 2**20:.1f} MiB) as float32; {config.dtype} compute on {devices}")
 
-    path.mkdir(parents=True, exist_ok=True)
-    lock = workdir_lock.acquire(path)  # one training process per workdir
+    run_files.write_text_atomically(path / CONFIG_FILE, config.to_json(indent=2))
+    checkpoints = checkpoint.open_manager(path, config)
     try:
-        _write_json_atomically(path / CONFIG_FILE, config.to_json(indent=2))
-        checkpoints = checkpoint.open_manager(path, config)
-        try:
-            with faults.catch_signals() as stop:
-                state = _train_epochs(config, path, data, state, checkpoints, mesh, augment_rng, data_key, stop)
-        finally:
-            checkpoint.close(checkpoints)  # waits for the last save to reach the disk
+        with faults.catch_signals() as stop:
+            return _train_epochs(config, path, data, state, checkpoints, mesh, augment_rng, data_key, stop)
     finally:
-        workdir_lock.release(lock)
-    report.write_curves(path)
-    return state
+        checkpoint.close(checkpoints)  # waits for the last save to reach the disk
 
 
 def _train_epochs(config, path, data, state, checkpoints, mesh, augment_rng, data_key, stop=None):
@@ -274,8 +280,7 @@ def _train_epochs(config, path, data, state, checkpoints, mesh, augment_rng, dat
             f"({record['epoch_seconds']:.2f}s)"
             + (f", skipped {train['skipped_steps']} non-finite steps" if train["skipped_steps"] else "")
         )
-        with open(path / METRICS_FILE, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        run_files.append_line(path / METRICS_FILE, json.dumps(record))
         if checkpoint.save(
             checkpoints, state, epoch, record,
             rngs=rngs, class_names=data.class_names,

@@ -78,8 +78,14 @@ def acquire(workdir) -> pathlib.Path:
         except OSError as error:
             raise CifarJaxError(f"cannot create the lock file {path} ({os.strerror(error.errno or errno.EIO)}); "
                                 "pass a writable --workdir") from None
-        with os.fdopen(fd, "w") as f:
-            f.write(me)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(me)
+        except OSError as error:  # e.g. a full disk: no empty lock file left behind
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            raise CifarJaxError(f"cannot write the lock file {path} ({os.strerror(error.errno or errno.EIO)}); "
+                                "free space on that disk or pass another --workdir") from None
         return path
     raise WorkdirLocked(f"workdir {workdir}: could not take over the lock file {path}; delete it and retry")
 

@@ -1,10 +1,8 @@
-"""Damaged checkpoint folders beyond tests/test_checkpoint.py's DAMAGE, and a disk that
-fills up while a checkpoint is written."""
+"""Damaged checkpoint folders beyond tests/test_checkpoint.py's DAMAGE, checkpoints of
+another config in a run's folder, and a disk that fills up while a checkpoint is written."""
 import contextlib
 import os
 import shutil
-import subprocess
-import uuid
 
 import numpy as np
 import pytest
@@ -23,6 +21,7 @@ from tests.checkpoint_runs import (
     step_dir,
     write_config,
 )
+from tests.disks import tiny_disk
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
@@ -98,22 +97,9 @@ def test_other_removals_are_refused_or_restore_exactly(run, tmp_path, damage):
 # ----------------------------------------------------------------------------- disk full
 
 
-@contextlib.contextmanager
-def _tiny_disk(path, size):
-    path.mkdir(parents=True)
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", f"cifar-jax-{uuid.uuid4().hex[:8]}",
-                             str(path)], capture_output=True, text=True)
-    if result.returncode:
-        pytest.skip(f"cannot mount a small tmpfs here to fill up ({result.stderr.strip()})")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
-
-
 def test_a_full_disk_while_saving_is_one_clear_error_and_leaves_no_partial_checkpoint(tmp_path):
     """A real ENOSPC: a 9 MiB tmpfs holds one smoke checkpoint (~6 MB) but not two."""
-    with _tiny_disk(tmp_path / "disk", "9m") as disk:
+    with tiny_disk(tmp_path / "disk", "9m") as disk:
         config = smoke_config(num_epochs=3)
         write_config(disk, config)
         checkpoints = checkpoint.open_manager(disk, config)
@@ -156,3 +142,83 @@ def test_a_write_error_from_orbax_becomes_one_line(tmp_path, monkeypatch):
     with pytest.raises(checkpoint.CheckpointWriteError, match=r"could not write checkpoint step 8 .*No space left on device.*removed the partial write"):
         checkpoint.close(checkpoints)
     assert not any(checkpoints.directory.iterdir())
+
+
+# ----------------------------------------------------------------------------- other configs
+
+
+def _five_class_state(epoch):
+    """state_after(epoch) of a 5-class model: the classifier (and its Adam moments) cut
+    to 5 outputs on the host, so nothing is compiled."""
+    import jax
+    import jax.numpy as jnp
+
+    def cut(path, x):
+        name = checkpoint._path_name(path)
+        return jnp.asarray(np.asarray(x)[..., :5]) if "classifier" in name and x.shape[-1:] == (10,) else x
+
+    state = state_after(epoch)
+    return state.replace(params=jax.tree_util.tree_map_with_path(cut, state.params),
+                         opt_state=jax.tree_util.tree_map_with_path(cut, state.opt_state))
+
+
+def _plant(workdir, tmp_path, state, config, epoch):
+    """Replaces workdir's checkpoint of `epoch` by one of `state` saved under `config`."""
+    other = tmp_path / "other"
+    write_config(other, config)
+    with checkpoint.open_manager(other, config) as checkpoints:
+        assert checkpoint.save(checkpoints, state, epoch, {"test_acc": 0.99}, rngs=rngs_after(epoch))
+    step = (epoch + 1) * 8
+    shutil.rmtree(step_dir(workdir, step))
+    shutil.copytree(step_dir(other, step), step_dir(workdir, step))
+
+
+OTHER_CONFIGS = {
+    # other shapes: caught by comparing them with the run's model
+    "another model": (lambda: _five_class_state(4), dict(num_classes=5),
+                      r"params/classifier/\w+ has shape \(.*5,?\), not \(.*10,?\)"),
+    # same shapes, other training: caught by the config each checkpoint records
+    "another learning rate": (lambda: state_after(4), dict(learning_rate=0.5),
+                              r"written with another config: learning_rate=0.5"),
+}
+
+
+@pytest.mark.parametrize("case", OTHER_CONFIGS)
+def test_resume_skips_a_checkpoint_of_another_config(run, tmp_path, case):
+    make_state, overrides, reason = OTHER_CONFIGS[case]
+    workdir = copy_run(run, tmp_path / "copy")
+    config = smoke_config(num_epochs=5, keep_checkpoints=2)
+    _plant(workdir, tmp_path, make_state(), smoke_config(num_epochs=5, keep_checkpoints=2, **overrides), 4)
+    with checkpoint.open_manager(workdir, config) as checkpoints:
+        with pytest.warns(checkpoint.CheckpointWarning,
+                          match=rf"skipping checkpoint step 40 \({reason}\); moved it to .*resuming from step 32"):
+            resume = checkpoint.restore_latest_for_resume(checkpoints, smoke_state())
+        assert resume.step == 32
+        assert_trees_equal(resume.state.params, state_after(3).params)
+        assert (workdir / "checkpoints_other_config" / "40").is_dir()
+        assert checkpoint.save(checkpoints, state_after(4), 4, {"test_acc": 0.4}, rngs=rngs_after(4))
+    state, _ = checkpoint.restore(workdir)
+    assert_trees_equal(state.params, state_after(4).params)
+
+
+def test_evaluate_refuses_a_checkpoint_of_another_model(run, tmp_path):
+    workdir = copy_run(run, tmp_path / "copy")
+    _plant(workdir, tmp_path, _five_class_state(4), smoke_config(num_epochs=5, num_classes=5), 4)
+    with pytest.raises(CifarJaxError, match=r"^checkpoint step 40 does not match the config in .*config.json: "
+                                            r"params/classifier/\w+ has shape") as error:
+        checkpoint.restore(workdir)
+    assert "\n" not in str(error.value)
+    state, _ = checkpoint.restore(workdir, step=32)  # the run's own checkpoints still restore
+    assert_trees_equal(state.params, state_after(3).params)
+
+
+def test_when_no_checkpoint_is_usable_nothing_is_moved(run, tmp_path):
+    workdir = copy_run(run, tmp_path / "copy")
+    DAMAGE["garbage meta json"](step_dir(workdir, 16))
+    config = smoke_config(num_epochs=5, keep_checkpoints=2, learning_rate=0.5)  # differs from all three
+    with checkpoint.open_manager(workdir, config) as checkpoints:
+        with pytest.raises(CifarJaxError, match=r"no usable checkpoint in .*step 40: written with another config: "
+                                                r"learning_rate=0.01.*step 16: damaged, meta item unreadable"):
+            checkpoint.restore_latest_for_resume(checkpoints, smoke_state())
+    assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["16", "32", "40"]
+    assert not (workdir / "checkpoints_other_config").exists() and not (workdir / "checkpoints_damaged").exists()

@@ -7,6 +7,7 @@ import textwrap
 import pytest
 
 from cifar_jax import train, workdir_lock
+from cifar_jax.errors import CifarJaxError
 from tests.conftest import REPO
 
 _HOLDER = textwrap.dedent("""
@@ -22,8 +23,12 @@ def _env():
     return dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
 
 
-def test_a_second_training_process_refuses_the_workdir(tmp_path, capsys):
+def test_a_second_training_process_refuses_the_workdir(tmp_path, capsys, monkeypatch):
     """Another live process holds the workdir: training refuses at once, before loading data."""
+    def load_dataset(config):
+        raise AssertionError("the data was loaded before the lock was taken")
+
+    monkeypatch.setattr(train, "load_dataset", load_dataset)
     holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(tmp_path)], cwd=REPO, env=_env(),
                               stdout=subprocess.PIPE, text=True)
     try:
@@ -63,3 +68,14 @@ def test_lock_file_edge_cases(tmp_path):
     # Releasing someone else's lock leaves it alone.
     workdir_lock.release(tmp_path / ".lock")
     assert (tmp_path / ".lock").exists()
+
+
+def test_a_lock_that_does_not_fit_on_the_disk_is_not_left_behind(tmp_path):
+    from tests.disks import fill, tiny_disk
+
+    with tiny_disk(tmp_path / "disk", "256k") as disk:
+        fill(disk)
+        with pytest.raises(CifarJaxError, match=r"^cannot write the lock file .*\.lock \(No space left on device\); "
+                                                r"free space on that disk or pass another --workdir$"):
+            workdir_lock.acquire(disk)
+        assert not (disk / ".lock").exists()
