@@ -44,7 +44,6 @@ import optax
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from cifar_jax import epoch as fast  # noqa: E402
 from cifar_jax import models  # noqa: E402
 from cifar_jax.config import load_config_file  # noqa: E402
 from cifar_jax.steps import _eval_step, _train_step, create_train_state  # noqa: E402

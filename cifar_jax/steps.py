@@ -7,7 +7,7 @@ statistics stay exactly those of the short batch.
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import flax.linen as nn
 import flax.struct

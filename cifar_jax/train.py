@@ -288,7 +288,7 @@ def _train_epochs(config, path, data, state, checkpoints, mesh, augment_rng, dat
         ):
             last_saved, unsaved = (epoch, epoch * steps_per_epoch + steps_per_epoch), None
         else:  # kept in case a signal comes in the next epoch (only when saving every N > 1)
-            unsaved = (checkpoint._copy(state), epoch, record)
+            unsaved = (checkpoint.device_copy(state), epoch, record)
     if stop:
         _stop(stop, checkpoints, unsaved, last_saved, rngs, data, steps_per_epoch)
     return state

@@ -154,7 +154,7 @@ def _five_class_state(epoch):
     import jax.numpy as jnp
 
     def cut(path, x):
-        name = checkpoint._path_name(path)
+        name = jax.tree_util.keystr(path)
         return jnp.asarray(np.asarray(x)[..., :5]) if "classifier" in name and x.shape[-1:] == (10,) else x
 
     state = state_after(epoch)

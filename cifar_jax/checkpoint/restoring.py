@@ -1,0 +1,317 @@
+"""Reading checkpoints back: the newest usable one when a run resumes (skipping damaged
+and foreign ones), and any chosen one of a finished run for evaluation or inference."""
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import shutil
+import warnings
+from typing import Any, Optional
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from cifar_jax.checkpoint.integrity import (
+    DamagedCheckpoint,
+    ForeignCheckpoint,
+    check_config,
+    check_shapes,
+    digest,
+    read_meta,
+    saved_trees,
+)
+from cifar_jax.checkpoint.manager import (
+    BEST_METRIC,
+    CONFIG_FILE,
+    DAMAGED_DIR,
+    FOREIGN_DIR,
+    RunCheckpoints,
+    load_run_config,
+    open_reader,
+)
+from cifar_jax.checkpoint.saving import wait
+from cifar_jax.data.pixels import IMAGE_SIZE
+from cifar_jax.errors import CifarJaxError, one_line
+
+
+class CheckpointWarning(UserWarning):
+    """A checkpoint was skipped (damaged) while resuming."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Resume:
+    """What `restore_latest_for_resume` found: continue the loop at `next_epoch`."""
+
+    state: Any  # TrainState, like the template
+    rngs: dict  # the keys passed to `save`, by name, as saved (typed or raw uint32)
+    next_epoch: int
+    step: int
+    data_order: dict  # as passed to `save` (default: {"seed": ..., "next_epoch": ...})
+    metrics: dict  # the saved epoch's metrics
+
+
+def _abstract(tree):
+    """ShapeDtypeStructs (with shardings: Orbax restores onto them) for a tree of arrays."""
+    default = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+
+    def one(x):
+        sharding = getattr(x, "sharding", None)
+        if not isinstance(sharding, jax.sharding.Sharding):
+            sharding = default
+        return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)
+
+    return jax.tree.map(one, tree)
+
+
+def _restore_args(target) -> ocp.args.PyTreeRestore:
+    return ocp.args.PyTreeRestore(
+        item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target)
+    )
+
+
+def _restore_step(manager, step: int, targets: dict, where: str,
+                  config: Optional[dict] = None) -> tuple[dict, dict]:
+    """(restored items, meta) of `step`, each array item shaped like `targets[item]`.
+
+    ForeignCheckpoint if shapes differ from the targets, or if `config` (JSON values) is
+    given and differs from the one the checkpoint records; DamagedCheckpoint if unreadable.
+    """
+    folder = pathlib.Path(manager.directory) / str(step)
+    meta = read_meta(manager, step)
+    saved = saved_trees(manager, step)
+    for item in ("params", "batch_stats"):
+        if item in targets:
+            check_shapes(item, saved[item], targets[item], step, where, folder)
+    if config is not None:
+        check_config(meta, config, step, folder)
+    if "train" in targets:  # key data: shapes as saved (they depend on the RNG impl)
+        try:
+            saved_rngs = dict(saved["train"]["rngs"])
+        except (KeyError, TypeError):
+            raise DamagedCheckpoint(step, pathlib.Path(manager.directory) / str(step),
+                                    "train item has no rngs") from None
+        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        targets["train"]["rngs"] = {
+            name: jax.ShapeDtypeStruct(tuple(md.shape), np.uint32, sharding=device)
+            for name, md in saved_rngs.items()
+        }
+    args = {item: _restore_args(_abstract(target)) for item, target in targets.items()}
+    try:
+        restored = manager.restore(step, args=ocp.args.Composite(**args))
+    except Exception as error:  # truncated or deleted array files, broken manifests, ...
+        raise DamagedCheckpoint(step, folder, one_line(error))
+    checksums = meta.get("checksums") or {}  # absent in checkpoints of older versions
+    for item in targets:
+        if item in checksums and digest(restored[item]) != checksums[item]:
+            raise DamagedCheckpoint(step, folder, f"the {item} arrays do not match the checksum saved "
+                                                  "with them (their files were altered or corrupted)")
+    return {item: restored[item] for item in targets}, meta
+
+
+def _state_targets(template) -> dict:
+    return {
+        "params": template.params,
+        "batch_stats": template.batch_stats,
+        "train": {"opt_state": template.opt_state, "step": template.step, "rngs": None},
+    }
+
+
+def _with_restored(template, items: dict):
+    train = items["train"]
+    return template.replace(
+        params=items["params"], batch_stats=items["batch_stats"],
+        opt_state=train["opt_state"], step=train["step"],
+    )
+
+
+def _wrap_rng(data, impl: Optional[str]):
+    return jax.random.wrap_key_data(data, impl=impl) if impl else data
+
+
+def restore_latest_for_resume(checkpoints: RunCheckpoints, template_state) -> Optional[Resume]:
+    """The newest usable checkpoint, restored onto `template_state`, or None if none exist.
+
+    `template_state` is the loop's freshly created TrainState (same config): it gives the
+    tree structure, shapes, shardings and the optimizer. Newer checkpoints that are damaged,
+    or were written by a run of another config (other shapes, or another config recorded
+    in their meta), are skipped with a CheckpointWarning naming the step and why, and moved
+    to WORKDIR/checkpoints_damaged or WORKDIR/checkpoints_other_config, so that the steps
+    they held can be saved again. When no checkpoint is usable, nothing is moved and
+    CifarJaxError says why (for checkpoints all of another config: the config changed).
+    """
+    manager = checkpoints.manager
+    wait(checkpoints)
+    manager.reload()
+    steps = sorted(manager.all_steps(), reverse=True)
+    skipped: list = []  # DamagedCheckpoint or ForeignCheckpoint, newest first
+    for step in steps:
+        try:
+            items, meta = _restore_step(manager, step, _state_targets(template_state),
+                                        "the config of this run", checkpoints.config)
+        except (DamagedCheckpoint, ForeignCheckpoint) as error:
+            skipped.append(error)
+            continue
+        for bad in skipped:
+            damaged = isinstance(bad, DamagedCheckpoint)
+            target = _move_aside(checkpoints.directory, bad.step, DAMAGED_DIR if damaged else FOREIGN_DIR)
+            warnings.warn(
+                f"skipping {'damaged ' if damaged else ''}checkpoint step {bad.step} ({bad.reason}); "
+                f"moved it to {target}; resuming from step {step}",
+                CheckpointWarning,
+                stacklevel=2,
+            )
+        if skipped:
+            manager.reload()
+        return Resume(
+            state=_with_restored(template_state, items),
+            rngs={name: _wrap_rng(data, (meta.get("rng_impls") or {}).get(name))
+                  for name, data in items["train"]["rngs"].items()},
+            next_epoch=int(meta["epoch"]) + 1,
+            step=int(meta["step"]),
+            data_order=meta["data_order"],
+            metrics=meta["metrics"],
+        )
+    if skipped and all(isinstance(bad, ForeignCheckpoint) for bad in skipped):
+        raise skipped[0]  # every checkpoint disagrees: the config changed, nothing is damaged
+    if skipped:
+        all_damaged = all(isinstance(bad, DamagedCheckpoint) for bad in skipped)
+        reasons = "; ".join(f"step {bad.step}: "
+                            f"{'damaged, ' if isinstance(bad, DamagedCheckpoint) and not all_damaged else ''}"
+                            f"{bad.reason}" for bad in skipped)
+        raise CifarJaxError(
+            f"{'every checkpoint in' if all_damaged else 'no usable checkpoint in'} {checkpoints.directory} "
+            f"{'is damaged ' if all_damaged else ''}({reasons}); "
+            f"delete that folder to train from scratch, or use a new --workdir"
+        )
+    return None
+
+
+def _move_aside(directory: pathlib.Path, step: int, folder_name: str) -> pathlib.Path:
+    aside = directory.parent / folder_name
+    aside.mkdir(exist_ok=True)
+    target = aside / str(step)
+    suffix = 1
+    while target.exists():
+        target = aside / f"{step}-{suffix}"
+        suffix += 1
+    shutil.move(str(directory / str(step)), str(target))
+    return target
+
+
+def _select_step(manager, workdir, step: Optional[int], best: bool) -> int:
+    steps = sorted(manager.all_steps())
+    if not steps:
+        raise CifarJaxError(
+            f"no checkpoints in {workdir}; train with python -m cifar_jax.train --workdir {workdir} first"
+        )
+    if step is not None and best:
+        raise CifarJaxError("pass either a step or best, not both")
+    if best:
+        chosen = manager.best_step()
+        if chosen is None:
+            raise CifarJaxError(f"no checkpoint in {workdir} records {BEST_METRIC}; pass --step instead")
+        return chosen
+    if step is None:
+        return steps[-1]
+    if step not in steps:
+        raise CifarJaxError(
+            f"no checkpoint at step {step} in {workdir}; available steps: "
+            f"{', '.join(map(str, steps))}"
+        )
+    return step
+
+
+def available_steps(workdir) -> list[int]:
+    """The steps of the complete checkpoints in WORKDIR/checkpoints (oldest first)."""
+    config = load_run_config(workdir)
+    manager = open_reader(workdir, config)
+    try:
+        return sorted(manager.all_steps())
+    finally:
+        manager.close()
+
+
+def checkpoint_info(workdir, step: Optional[int] = None, best: bool = False) -> dict:
+    """Facts about one checkpoint (default: the latest) without restoring its arrays:
+    step, epoch, metrics, data_order, class_names, path, and param_bytes: the bytes of
+    the files Orbax wrote for the `params` item (the size on disk of the parameters)."""
+    config = load_run_config(workdir)
+    manager = open_reader(workdir, config)
+    try:
+        step = _select_step(manager, workdir, step, best)
+        meta = read_meta(manager, step)
+    except DamagedCheckpoint as error:
+        raise _refusal(error, manager, workdir) from None
+    finally:
+        manager.close()
+    folder = pathlib.Path(manager.directory) / str(step)
+    return {
+        "step": step,
+        "epoch": meta["epoch"],
+        "metrics": meta["metrics"],
+        "data_order": meta["data_order"],
+        "class_names": meta.get("class_names"),
+        "steps_per_epoch": meta.get("steps_per_epoch"),
+        "path": str(folder),
+        "param_bytes": directory_bytes(folder / "params"),
+    }
+
+
+def directory_bytes(path) -> int:
+    """Sum of the sizes of the files under `path` (what Orbax wrote; not disk blocks)."""
+    return sum(f.stat().st_size for f in pathlib.Path(path).rglob("*") if f.is_file())
+
+
+def _refusal(error: DamagedCheckpoint, manager, workdir) -> CifarJaxError:
+    others = [s for s in sorted(manager.all_steps()) if s != error.step]
+    hint = (f"pass --step with another one ({', '.join(map(str, others))})" if others
+            else "no other checkpoint is left; retrain")
+    return CifarJaxError(f"{error}; {hint}")
+
+
+def abstract_train_state(config, steps_per_epoch: int):
+    """The TrainState `create_train_state` would build, as shapes only (nothing computed)."""
+    from cifar_jax.steps import create_train_state
+
+    image_shape = (IMAGE_SIZE, IMAGE_SIZE, 3)
+    return jax.eval_shape(
+        lambda: create_train_state(jax.random.key(0), config, steps_per_epoch, image_shape)
+    )
+
+
+def restore(workdir, step: Optional[int] = None, best: bool = False, *, variables_only: bool = False):
+    """Restores a checkpoint of the run in `workdir` with the config that run saved.
+
+    Returns `(state, config)`: `state` is the TrainState (params, batch_stats, opt_state
+    with the one-cycle schedule's state, step; `state.tx` continues the run's schedule),
+    ready for `cifar_jax.train_step`; with `variables_only=True` it is instead the dict
+    `{"params": ..., "batch_stats": ...}` for `create_model(config).apply` (the optimizer
+    state is not read). `config` is the run's `config.json` as a ConfigDict.
+
+    step: a train step that has a checkpoint (default: the latest); best=True: the
+    checkpoint with the highest test accuracy. Raises CifarJaxError (one line) when the
+    workdir has no checkpoints, the step does not exist, the checkpoint is damaged, or
+    its shapes do not match the config (naming the parameter and both shapes).
+    `checkpoint_info` gives the checkpoint's step, epoch, metrics and RNG/data-order state.
+    """
+    config = load_run_config(workdir)
+    manager = open_reader(workdir, config)
+    try:
+        step = _select_step(manager, workdir, step, best)
+        try:
+            meta = read_meta(manager, step)
+            steps_per_epoch = meta.get("steps_per_epoch") or 1
+            template = abstract_train_state(config, steps_per_epoch)
+            targets = _state_targets(template)
+            if variables_only:
+                del targets["train"]
+            items, _ = _restore_step(manager, step, targets,
+                                     f"the config in {pathlib.Path(workdir) / CONFIG_FILE}")
+        except DamagedCheckpoint as error:
+            raise _refusal(error, manager, workdir) from None
+    finally:
+        manager.close()
+    if variables_only:
+        return {"params": items["params"], "batch_stats": items["batch_stats"]}, config
+    return _with_restored(template, items), config
