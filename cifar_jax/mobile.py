@@ -17,8 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cifar_jax.models import BatchNorm
-from cifar_jax.resnets import classifier, conv, scaled
+from cifar_jax.resnets import classifier, conv, conv_bn, scaled
 
 # (expansion, out channels, blocks, stride of the first block); kuangliu's CIFAR setting.
 MOBILENET_V2_STAGES = ((1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2),
@@ -34,13 +33,13 @@ class InvertedResidual(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool, mask=None):
         dt, planes = self.dtype, self.expansion * x.shape[-1]
-        y = nn.relu(BatchNorm()(conv(x, planes, 1, dtype=dt), train, mask))
-        y = nn.relu(BatchNorm()(conv(y, planes, 3, self.stride, groups=planes, dtype=dt), train, mask))
-        y = BatchNorm()(conv(y, self.out, 1, dtype=dt), train, mask)
+        y = conv_bn(x, planes, 1, train, mask, dtype=dt, act=nn.relu)
+        y = conv_bn(y, planes, 3, train, mask, self.stride, groups=planes, dtype=dt, act=nn.relu)
+        y = conv_bn(y, self.out, 1, train, mask, dtype=dt)
         if self.stride != 1:
             return y
         if x.shape[-1] != self.out:
-            x = BatchNorm()(conv(x, self.out, 1, dtype=dt), train, mask)
+            x = conv_bn(x, self.out, 1, train, mask, dtype=dt)
         return x + y
 
 
@@ -53,11 +52,11 @@ class MobileNetV2(nn.Module):
     def __call__(self, x, train: bool = False, mask: Optional[jax.Array] = None):
         dt = self.dtype
         x = x.astype(dt)
-        x = nn.relu(BatchNorm()(conv(x, scaled(32, self.width, 8), 3, dtype=dt, name="stem"), train, mask))
+        x = conv_bn(x, scaled(32, self.width, 8), 3, train, mask, dtype=dt, act=nn.relu, name="stem")
         for expansion, out, blocks, stride in MOBILENET_V2_STAGES:
             for i in range(blocks):
                 x = InvertedResidual(scaled(out, self.width, 8), expansion, stride if i == 0 else 1, dt)(x, train, mask)
-        x = nn.relu(BatchNorm()(conv(x, scaled(1280, self.width, 8), 1, dtype=dt, name="head"), train, mask))
+        x = conv_bn(x, scaled(1280, self.width, 8), 1, train, mask, dtype=dt, act=nn.relu, name="head")
         return classifier(jnp.mean(x, axis=(1, 2)), self.num_classes, dt)
 
 
@@ -82,14 +81,14 @@ class MBConv(nn.Module):
         expanded = scaled(channels, self.expansion, 8)
         y = x
         if expanded != channels:
-            y = nn.silu(BatchNorm()(conv(y, expanded, 1, dtype=dt, kernel_init=_FAN_OUT), train, mask))
-        y = conv(y, expanded, self.kernel, self.stride, groups=expanded, dtype=dt, kernel_init=_FAN_OUT)
-        y = nn.silu(BatchNorm()(y, train, mask))
+            y = conv_bn(y, expanded, 1, train, mask, dtype=dt, kernel_init=_FAN_OUT, act=nn.silu)
+        y = conv_bn(y, expanded, self.kernel, train, mask, self.stride, groups=expanded, dtype=dt,
+                    kernel_init=_FAN_OUT, act=nn.silu)
         # Squeeze-excitation to max(1, input channels // 4), as torchvision.
         s = jnp.mean(y, axis=(1, 2), keepdims=True)
         s = nn.silu(conv(s, max(1, channels // 4), 1, bias=True, dtype=dt, kernel_init=_FAN_OUT))
         y = y * nn.sigmoid(conv(s, expanded, 1, bias=True, dtype=dt, kernel_init=_FAN_OUT))
-        y = BatchNorm()(conv(y, self.out, 1, dtype=dt, kernel_init=_FAN_OUT), train, mask)
+        y = conv_bn(y, self.out, 1, train, mask, dtype=dt, kernel_init=_FAN_OUT)
         if self.stride != 1 or channels != self.out:
             return y
         if train and self.drop_rate > 0:  # stochastic depth, torchvision's "row" mode
@@ -110,8 +109,8 @@ class EfficientNetB0(nn.Module):
     def __call__(self, x, train: bool = False, mask: Optional[jax.Array] = None):
         dt = self.dtype
         x = x.astype(dt)
-        x = conv(x, scaled(32, self.width, 8), 3, dtype=dt, kernel_init=_FAN_OUT, name="stem")
-        x = nn.silu(BatchNorm()(x, train, mask))
+        x = conv_bn(x, scaled(32, self.width, 8), 3, train, mask, dtype=dt, kernel_init=_FAN_OUT, act=nn.silu,
+                    name="stem")
         total = sum(stage[-1] for stage in EFFICIENTNET_B0_STAGES)
         index = 0
         for expansion, kernel, stride, out, blocks in EFFICIENTNET_B0_STAGES:
@@ -120,8 +119,7 @@ class EfficientNetB0(nn.Module):
                 x = MBConv(scaled(out, self.width, 8), expansion, kernel, stride if i == 0 else 1, rate, dt)(
                     x, train, mask)
                 index += 1
-        x = conv(x, 4 * x.shape[-1], 1, dtype=dt, kernel_init=_FAN_OUT, name="head")
-        x = nn.silu(BatchNorm()(x, train, mask))
+        x = conv_bn(x, 4 * x.shape[-1], 1, train, mask, dtype=dt, kernel_init=_FAN_OUT, act=nn.silu, name="head")
         x = jnp.mean(x, axis=(1, 2))
         x = nn.Dropout(self.dropout, deterministic=not train)(x)
         # torchvision's Linear init: U(-1/sqrt(out_features), 1/sqrt(out_features)), zero bias.

@@ -41,12 +41,27 @@ def conv(x, features: int, kernel: int, stride: int = 1, groups: int = 1, bias: 
     )(x)
 
 
+def conv_bn(x, features: int, kernel: int, train: bool, mask, stride: int = 1, groups: int = 1,
+            dtype=jnp.float32, kernel_init=None, act=None, name: Optional[str] = None):
+    """`conv` (no bias) -> BatchNorm [-> `act`], the unit these networks are built of."""
+    y = BatchNorm()(conv(x, features, kernel, stride, groups, dtype=dtype, kernel_init=kernel_init, name=name),
+                    train, mask)
+    return act(y) if act is not None else y
+
+
 def classifier(x, num_classes: int, dtype):
     """Linear head with PyTorch's default init; float32 logits."""
     fan_in = x.shape[-1]
     logits = nn.Dense(num_classes, dtype=dtype, kernel_init=_torch_uniform(fan_in),
                       bias_init=_torch_uniform(fan_in), name="classifier")(x)
     return logits.astype(jnp.float32)
+
+
+def _shortcut(x, features: int, stride: int, train: bool, mask, dtype):
+    """Identity, or a strided 1x1 conv + BatchNorm where the block changes shape."""
+    if stride == 1 and x.shape[-1] == features:
+        return x
+    return conv_bn(x, features, 1, train, mask, stride, dtype=dtype)
 
 
 class BasicBlock(nn.Module):
@@ -58,11 +73,9 @@ class BasicBlock(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool, mask=None):
         dt = self.dtype
-        y = nn.relu(BatchNorm()(conv(x, self.planes, 3, self.stride, dtype=dt), train, mask))
-        y = BatchNorm()(conv(y, self.planes, 3, dtype=dt), train, mask)
-        if self.stride != 1 or x.shape[-1] != self.planes:
-            x = BatchNorm()(conv(x, self.planes, 1, self.stride, dtype=dt), train, mask)
-        return nn.relu(x + y)
+        y = conv_bn(x, self.planes, 3, train, mask, self.stride, dtype=dt, act=nn.relu)
+        y = conv_bn(y, self.planes, 3, train, mask, dtype=dt)
+        return nn.relu(_shortcut(x, self.planes, self.stride, train, mask, dt) + y)
 
 
 class Bottleneck(nn.Module):
@@ -74,12 +87,10 @@ class Bottleneck(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool, mask=None):
         dt, out = self.dtype, self.planes * self.expansion
-        y = nn.relu(BatchNorm()(conv(x, self.planes, 1, dtype=dt), train, mask))
-        y = nn.relu(BatchNorm()(conv(y, self.planes, 3, self.stride, dtype=dt), train, mask))
-        y = BatchNorm()(conv(y, out, 1, dtype=dt), train, mask)
-        if self.stride != 1 or x.shape[-1] != out:
-            x = BatchNorm()(conv(x, out, 1, self.stride, dtype=dt), train, mask)
-        return nn.relu(x + y)
+        y = conv_bn(x, self.planes, 1, train, mask, dtype=dt, act=nn.relu)
+        y = conv_bn(y, self.planes, 3, train, mask, self.stride, dtype=dt, act=nn.relu)
+        y = conv_bn(y, out, 1, train, mask, dtype=dt)
+        return nn.relu(_shortcut(x, out, self.stride, train, mask, dt) + y)
 
 
 class ResNet(nn.Module):
@@ -96,7 +107,7 @@ class ResNet(nn.Module):
     def __call__(self, x, train: bool = False, mask: Optional[jax.Array] = None):
         dt = self.dtype
         x = x.astype(dt)
-        x = nn.relu(BatchNorm()(conv(x, scaled(64, self.width), 3, dtype=dt, name="stem"), train, mask))
+        x = conv_bn(x, scaled(64, self.width), 3, train, mask, dtype=dt, act=nn.relu, name="stem")
         for stage, (blocks, planes) in enumerate(zip(self.stage_sizes, (64, 128, 256, 512))):
             for i in range(blocks):
                 stride = 2 if stage > 0 and i == 0 else 1
