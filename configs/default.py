@@ -2,6 +2,12 @@
 
 Every hyperparameter lives here; override any of them on the command line with
 `--config.KEY=VALUE`, e.g. `--config.num_epochs=10`.
+
+The other models' configs (resnet18.py, ..., efficientnet_b0.py) change only `model`:
+the optimizer, schedule, epochs, batch size and augmentation stay this recipe, so the
+models compare on one pipeline. It is not tuned for them: their usual CIFAR recipe
+(kuangliu/pytorch-cifar: SGD, lr 0.1, momentum 0.9, weight decay 5e-4, cosine over 200
+epochs) needs an SGD option that cifar_jax.optim does not have.
 """
 import ml_collections
 

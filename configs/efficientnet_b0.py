@@ -2,11 +2,7 @@
 16.5 MB at 100 classes; dropout 0.2 and stochastic depth up to 0.2 are torchvision's
 defaults, fixed in the model (cifar_jax/mobile.py).
 
-Optimizer, schedule, epochs, batch size and augmentation: kept the seed recipe of
-configs/default.py (Adam + L2 1e-3, one-cycle to 1e-3, clip 0.01, 30 epochs, batch 256),
-not tuned for this model. The usual CIFAR recipe for it (kuangliu/pytorch-cifar: SGD,
-lr 0.1, momentum 0.9, weight decay 5e-4, cosine over 200 epochs) needs an SGD option
-that cifar_jax.optim does not have.
+Otherwise the seed recipe, untuned for this model (why: configs/default.py).
 """
 import pathlib
 import runpy
