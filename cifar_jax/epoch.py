@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from cifar_jax import hosts
 from cifar_jax.errors import ConfigError
 from cifar_jax.steps import _eval_step, _train_step
 
@@ -42,7 +43,7 @@ def replicate(tree, mesh: Optional[Mesh]):
     """Places every array of `tree` whole on every device of `mesh` (or leaves it be)."""
     if mesh is None:
         return jax.device_put(tree)
-    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
+    return hosts.to_global(tree, NamedSharding(mesh, PartitionSpec()))
 
 
 def batch_sharding(mesh: Optional[Mesh]) -> Optional[NamedSharding]:

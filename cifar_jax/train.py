@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from cifar_jax import checkpoint, faults, report, run_files, workdir_lock, zoo
+from cifar_jax import checkpoint, faults, hosts, report, run_files, workdir_lock, zoo
 from cifar_jax import epoch as fast
 from cifar_jax.config import parse_command_line, training_changes, validate_config
 from cifar_jax.data import load_dataset
@@ -33,12 +33,14 @@ def evaluate(state: TrainState, images, labels, batch_size: int, sharding=None) 
     """Exact loss and accuracy over a device-resident test set (one compiled call where
     the backend runs loops well, one per batch on CPU)."""
     order, mask = fast.pad_to_batches(jnp.arange(len(labels)), batch_size)
+    if sharding is not None:
+        order, mask = fast.replicate((order, mask), sharding.mesh)
     size = fast.scan_length(len(order), 1)
     results = [
         fast.eval_batches(state, images, labels, order[i : i + size], mask[i : i + size], sharding=sharding)
         for i in range(0, len(order), size)
     ]
-    merged = {key: np.concatenate([np.asarray(r[key]) for r in jax.device_get(results)]) for key in results[0]}
+    merged = {key: np.concatenate([r[key] for r in hosts.fetch(results)]) for key in results[0]}
     return {"loss": fast.weighted_mean(merged, "loss"), "accuracy": fast.weighted_mean(merged, "accuracy")}
 
 
@@ -55,17 +57,16 @@ def train_epoch(state, images, labels, order, mask, rng, calls: int, desc: str, 
     order = order.reshape(calls, steps // calls, batch)
     mask = mask.reshape(calls, steps // calls, batch)
     results = []
-    with tqdm(total=steps, desc=desc, leave=False) as bar:
+    with tqdm(total=steps, desc=desc, leave=False, disable=not hosts.is_primary()) as bar:
         for call in range(calls):
             if stop and call:
                 return state, None
             state, metrics = fast.train_steps(state, images, labels, order[call], mask[call], rng, sharding=sharding)
             if results:
-                jax.block_until_ready(results[-1])
-                _check_finite(state, results[-1], (call - 1) * (steps // calls))
+                _check_finite(state, hosts.fetch(results[-1]), (call - 1) * (steps // calls))
                 bar.update(steps // calls)
             results.append(metrics)
-        results = jax.device_get(results)
+        results = hosts.fetch(results)
         _check_finite(state, results[-1], (calls - 1) * (steps // calls))
         bar.update(steps // calls)
     merged = {key: [x for r in results for x in r[key]] for key in results[0]}
@@ -154,27 +155,33 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
     Writes `config.json` (the resolved config), `metrics.jsonl` (one line per epoch),
     checkpoints (cifar_jax.checkpoint) and `curves.png` into `workdir`, and returns the
     final train state. A workdir that holds checkpoints of the same config is resumed
-    from its newest intact one. Uses every local device: with more than one, batches
-    are split over them and the state is replicated.
+    from its newest intact one. Uses every device: with more than one, batches are split
+    over them and the state is replicated; after jax.distributed.initialize(), the
+    devices of every process (cifar_jax.hosts; process 0 writes the files).
     """
     validate_config(config)
     zoo.check_param_budget(config)  # max_param_mb, from shapes only: before anything is written
     path = _check_workdir(workdir, config)
-    created = not path.exists()
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise run_files.write_error(path, error) from None
-    lock = workdir_lock.acquire(path)  # one training process per workdir, before the slow parts
+    primary = hosts.is_primary()  # with several processes, only process 0 writes files
+    created = primary and not path.exists()
+    if primary:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise run_files.write_error(path, error) from None
+    # One training run per workdir, taken before the slow parts.
+    lock = workdir_lock.acquire(path) if primary else None
     try:
         _check_workdir(workdir, config)  # again: the previous owner may have just written it
         state = _run(config, path)
     finally:
-        workdir_lock.release(lock)
+        if lock is not None:
+            workdir_lock.release(lock)
         if created:  # a run that failed before writing anything leaves no empty workdir
             with contextlib.suppress(OSError):
                 path.rmdir()  # only succeeds if empty
-    report.write_curves(path)
+    if primary:
+        report.write_curves(path)
     return state
 
 
@@ -187,7 +194,7 @@ def _run(config, path: pathlib.Path) -> TrainState:
     start = time.perf_counter()
     data = load_dataset(config)  # also checks num_classes against the data
     num_train = len(data.train_labels)
-    print(
+    say(
         f"Data: {config.dataset}, {num_train} train / {len(data.test_labels)} test "
         f"images of {data.train_images.shape[1:]}, {data.num_classes} classes "
         f"({time.perf_counter() - start:.1f}s to load)"
@@ -198,10 +205,13 @@ def _run(config, path: pathlib.Path) -> TrainState:
     state = create_train_state(init_rng, config, steps_per_epoch, data.train_images.shape[1:])
     count, size = parameter_summary(state.params)
     devices = "1 device" if mesh is None else f"{mesh.size} devices, data parallel"
-    print(f"Model: {config.get('model', 'resnet9')} width {config.width}, {count:,} parameters, "
+    if hosts.multi_process():
+        devices += f" over {jax.process_count()} processes"
+    say(f"Model: {config.get('model', 'resnet9')} width {config.width}, {count:,} parameters, "
           f"{size / 1e6:.2f} MB ({size / 2**20:.1f} MiB) as float32; {config.dtype} compute on {devices}")
 
-    run_files.write_text_atomically(path / CONFIG_FILE, config.to_json(indent=2))
+    if hosts.is_primary():
+        run_files.write_text_atomically(path / CONFIG_FILE, config.to_json(indent=2))
     checkpoints = checkpoint.open_manager(path, config)
     try:
         with faults.catch_signals() as stop:
@@ -226,12 +236,13 @@ def _train_epochs(config, path, data, state, checkpoints, mesh, augment_rng, dat
         last_saved = (resume.next_epoch - 1, resume.step)
         state, start_epoch = resume.state, resume.next_epoch
         augment_rng, data_key = resume.rngs["augment"], resume.rngs["data"]
-        print(f"Resuming after epoch {start_epoch - 1} (step {resume.step}) from {checkpoints.directory}")
-    _keep_metrics_before(path, start_epoch)
+        say(f"Resuming after epoch {start_epoch - 1} (step {resume.step}) from {checkpoints.directory}")
+    if hosts.is_primary():
+        _keep_metrics_before(path, start_epoch)
     num_train = len(data.train_labels)
     steps_per_epoch = math.ceil(num_train / config.batch_size)
 
-    state = fast.replicate(state, mesh)
+    state, augment_rng, data_key = fast.replicate((state, augment_rng, data_key), mesh)
     train_images, train_labels, test_images, test_labels = fast.replicate(
         (data.train_images, data.train_labels, data.test_images, data.test_labels), mesh
     )
@@ -264,7 +275,7 @@ def _train_epochs(config, path, data, state, checkpoints, mesh, augment_rng, dat
         test = evaluate(state, test_images, test_labels, config.eval_batch_size, sharding)
         record = {
             "epoch": epoch,
-            "step": int(state.step),
+            "step": int(hosts.local_value(state.step)),
             "last_lr": train["last_lr"],
             "train_loss": train["loss"],
             "train_acc": train["accuracy"],
@@ -274,13 +285,14 @@ def _train_epochs(config, path, data, state, checkpoints, mesh, augment_rng, dat
             "train_seconds": train_seconds,
             "epoch_seconds": time.perf_counter() - epoch_start,
         }
-        tqdm.write(
+        say(
             f"Epoch [{epoch}], last_lr: {record['last_lr']:.5f}, train_loss: {record['train_loss']:.4f}, "
             f"test_loss: {record['test_loss']:.4f}, test_acc: {record['test_acc']:.4f} "
             f"({record['epoch_seconds']:.2f}s)"
             + (f", skipped {train['skipped_steps']} non-finite steps" if train["skipped_steps"] else "")
         )
-        run_files.append_line(path / METRICS_FILE, json.dumps(record))
+        if hosts.is_primary():
+            run_files.append_line(path / METRICS_FILE, json.dumps(record))
         if checkpoint.save(
             checkpoints, state, epoch, record,
             rngs=rngs, class_names=data.class_names,
@@ -310,8 +322,15 @@ def _stop(stop, checkpoints, unsaved, last_saved, rngs, data, steps_per_epoch):
     raise faults.TrainingInterrupted(stop.signum, f"interrupted by {stop.name}: {where}")
 
 
+def say(text: str) -> None:
+    """Prints a line of the run's log (above the progress bar), in the primary process only."""
+    if hosts.is_primary():
+        tqdm.write(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
+        hosts.initialize_from_env()  # several processes: JAX_NUM_PROCESSES etc. (cifar_jax.hosts)
         config, workdir = parse_command_line(sys.argv[1:] if argv is None else argv)
         train_and_evaluate(config, workdir)
     except CifarJaxError as error:

@@ -10,6 +10,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from cifar_jax import hosts
 from cifar_jax.checkpoint.manager import ARRAY_ITEMS, FORMAT_VERSION, META_ITEM
 from cifar_jax.config import training_changes
 from cifar_jax.errors import CifarJaxError, one_line
@@ -33,13 +34,13 @@ class ForeignCheckpoint(CifarJaxError):
 
 def digest(tree) -> str:
     """SHA-256 over every array of `tree` (path, dtype, shape, bytes), in path order."""
-    leaves = jax.tree_util.tree_flatten_with_path(jax.device_get(tree))[0]
-    digest = hashlib.sha256()
+    leaves = jax.tree_util.tree_flatten_with_path(hosts.fetch(tree))[0]
+    hasher = hashlib.sha256()
     for name, leaf in sorted(((path_name(path), leaf) for path, leaf in leaves), key=lambda x: x[0]):
         array = np.ascontiguousarray(np.asarray(leaf))
-        digest.update(f"{name}:{array.dtype.str}:{array.shape};".encode())
-        digest.update(array.tobytes())
-    return digest.hexdigest()
+        hasher.update(f"{name}:{array.dtype.str}:{array.shape};".encode())
+        hasher.update(array.tobytes())
+    return hasher.hexdigest()
 
 
 def path_name(path) -> str:

@@ -12,6 +12,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from cifar_jax import hosts
 from cifar_jax.checkpoint.integrity import (
     DamagedCheckpoint,
     ForeignCheckpoint,
@@ -53,7 +54,7 @@ class Resume:
 
 def _abstract(tree):
     """ShapeDtypeStructs (with shardings: Orbax restores onto them) for a tree of arrays."""
-    default = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    default = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
 
     def one(x):
         sharding = getattr(x, "sharding", None)
@@ -91,7 +92,7 @@ def _restore_step(manager, step: int, targets: dict, where: str,
         except (KeyError, TypeError):
             raise DamagedCheckpoint(step, pathlib.Path(manager.directory) / str(step),
                                     "train item has no rngs") from None
-        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         targets["train"]["rngs"] = {
             name: jax.ShapeDtypeStruct(tuple(md.shape), np.uint32, sharding=device)
             for name, md in saved_rngs.items()
@@ -152,7 +153,7 @@ def restore_latest_for_resume(checkpoints: RunCheckpoints, template_state) -> Op
         except (DamagedCheckpoint, ForeignCheckpoint) as error:
             skipped.append(error)
             continue
-        for bad in skipped:
+        for bad in skipped if hosts.is_primary() else ():  # one process moves files
             damaged = isinstance(bad, DamagedCheckpoint)
             target = _move_aside(checkpoints.directory, bad.step, DAMAGED_DIR if damaged else FOREIGN_DIR)
             warnings.warn(
@@ -162,6 +163,7 @@ def restore_latest_for_resume(checkpoints: RunCheckpoints, template_state) -> Op
                 stacklevel=2,
             )
         if skipped:
+            hosts.sync("cifar_jax: skipped checkpoints moved aside")
             manager.reload()
         return Resume(
             state=_with_restored(template_state, items),

@@ -10,6 +10,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from cifar_jax import hosts
 from cifar_jax.checkpoint.integrity import digest
 from cifar_jax.checkpoint.manager import FORMAT_VERSION, META_ITEM, RunCheckpoints, should_save
 from cifar_jax.data.pixels import IMAGE_SIZE
@@ -67,7 +68,7 @@ def save(
     if not (force or should_save(checkpoints, epoch)):
         return False
     _join(checkpoints)  # one save at a time: Orbax's manager is not thread-safe
-    step = int(state.step)
+    step = int(hosts.local_value(state.step))
     if step in checkpoints.manager.all_steps():
         return False
     if steps_per_epoch is None:
