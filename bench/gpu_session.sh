@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
-# The GPU checks still open, in parts that each fit one device call (600 s at most):
+# The GPU checks still open, in parts that each fit one device call (600 s at most).
+# A session has 15 device minutes including a 1-2 minute start, so run them in this
+# order, one call each, and stop when the budget runs short:
 #
-#   bash bench/gpu_session.sh parity profile   # ~6 min: issue 4's table, issue 5's profile
-#   bash bench/gpu_session.sh models           # ~5 min: issue 6's per-model comparison
+#   bash bench/gpu_session.sh parity    # ~2 min: issue 4's 30-epoch table
+#   bash bench/gpu_session.sh models    # ~6 min: issue 6's per-model comparison
+#   bash bench/gpu_session.sh profile   # ~4 min: where the step's time goes (speed follow-up)
 #
 # parity:  bench/compare_torch.py, the full 30-epoch seed recipe on the CIFAR-10 JPEGs,
 #          cifar_jax next to cifar_jax.reference (PyTorch), same data order and init.
-# profile: bench/profile_step.py, every variant, with kernel tables of base and bf16;
-#          then base and bf16 again with XLA's autotuning off (compile time without it).
 # models:  every model of cifar_jax.zoo under the 100 MB budget, MODEL_EPOCHS epochs
 #          (default 5) of the seed recipe on the CIFAR-10 JPEGs; accuracy, s/epoch, size.
 #          MODELS="name:timeout_s ..." and TRAIN_EXTRA="--config.KEY=VALUE ..." override
 #          the list and the runs (a CPU check of this script uses the synthetic data).
+# profile: bench/profile_step.py over PROFILE_VARIANTS (default: the most telling ones
+#          first), with kernel tables of base and bf16; then base and bf16 again with XLA's
+#          autotuning off (how much of the compile time autotuning takes).
 #
 # Run from the repository root on the GPU machine with its preinstalled JAX stack and
 # PYTHONPATH set to the checkout (and to ml_collections, see README "Speed"); expects
@@ -27,12 +31,14 @@ nvidia-smi -L > "$OUT/gpu.txt"
 python3 -c "import jax, flax, optax, orbax.checkpoint as o; print('jax', jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__, 'orbax', o.__version__)" >> "$OUT/gpu.txt" 2>&1
 
 part_parity() {
-  timeout 300 python3 bench/compare_torch.py --dataset image_folder --data-dir "$DATA" \
+  timeout 240 python3 bench/compare_torch.py --dataset image_folder --data-dir "$DATA" \
     --num-classes 10 --cache-dir "$CACHE" 2>&1 | tee "$OUT/compare_torch.txt"
 }
 
 part_profile() {
-  timeout 200 python3 bench/profile_step.py --trace /tmp/cifar_jax_trace 2>&1 | tee "$OUT/profile_step.txt"
+  variants=${PROFILE_VARIANTS:-base,bf16,sgd,flat_adam,no_mask,flax_bn,highest,no_augment,batch2x,eval}
+  timeout 240 python3 bench/profile_step.py --variants "$variants" --trace /tmp/cifar_jax_trace 2>&1 \
+    | tee "$OUT/profile_step.txt"
   XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_autotune_level=0" timeout 60 python3 bench/profile_step.py \
     --variants base,bf16 2>&1 | tee "$OUT/profile_step_no_autotune.txt"
 }

@@ -261,38 +261,13 @@ def _train_epochs(config, path, data, state, checkpoints, mesh, augment_rng, dat
             )
         except _NonFinite as bad:
             checkpoint.wait(checkpoints)
-            where = (f"checkpoint step {last_saved[1]} (epoch {last_saved[0]}) in {checkpoints.directory}; "
-                     "a rerun resumes from it" if last_saved else "none (no epoch finished)")
-            raise faults.NonFiniteError(
-                f"loss or gradients became NaN/inf at step {epoch * steps_per_epoch + bad.index} "
-                f"(epoch {epoch}, learning rate {bad.learning_rate:.6g}); stopped without saving that "
-                f"state; last good checkpoint: {where}; lower --config.learning_rate or set "
-                "--config.skip_nonfinite_steps=true to skip such steps"
-            ) from None
+            raise _nonfinite_error(bad, epoch * steps_per_epoch, epoch, last_saved, checkpoints) from None
         if train is None:  # stopped mid-epoch: that epoch is dropped
             _stop(stop, checkpoints, unsaved, last_saved, rngs, data, steps_per_epoch)
         train_seconds = time.perf_counter() - epoch_start
         test = evaluate(state, test_images, test_labels, config.eval_batch_size, sharding)
-        record = {
-            "epoch": epoch,
-            "step": int(hosts.local_value(state.step)),
-            "last_lr": train["last_lr"],
-            "train_loss": train["loss"],
-            "train_acc": train["accuracy"],
-            "skipped_steps": train["skipped_steps"],
-            "test_loss": test["loss"],
-            "test_acc": test["accuracy"],
-            "train_seconds": train_seconds,
-            "epoch_seconds": time.perf_counter() - epoch_start,
-        }
-        say(
-            f"Epoch [{epoch}], last_lr: {record['last_lr']:.5f}, train_loss: {record['train_loss']:.4f}, "
-            f"test_loss: {record['test_loss']:.4f}, test_acc: {record['test_acc']:.4f} "
-            f"({record['epoch_seconds']:.2f}s)"
-            + (f", skipped {train['skipped_steps']} non-finite steps" if train["skipped_steps"] else "")
-        )
-        if hosts.is_primary():
-            run_files.append_line(path / METRICS_FILE, json.dumps(record))
+        record = _epoch_record(epoch, state, train, test, train_seconds, time.perf_counter() - epoch_start)
+        _log_epoch(path, record)
         if checkpoint.save(
             checkpoints, state, epoch, record,
             rngs=rngs, class_names=data.class_names,
@@ -304,6 +279,45 @@ def _train_epochs(config, path, data, state, checkpoints, mesh, augment_rng, dat
     if stop:
         _stop(stop, checkpoints, unsaved, last_saved, rngs, data, steps_per_epoch)
     return state
+
+
+def _epoch_record(epoch: int, state, train: dict, test: dict, train_seconds: float, epoch_seconds: float) -> dict:
+    """The epoch's line of metrics.jsonl."""
+    return {
+        "epoch": epoch,
+        "step": int(hosts.local_value(state.step)),
+        "last_lr": train["last_lr"],
+        "train_loss": train["loss"],
+        "train_acc": train["accuracy"],
+        "skipped_steps": train["skipped_steps"],
+        "test_loss": test["loss"],
+        "test_acc": test["accuracy"],
+        "train_seconds": train_seconds,
+        "epoch_seconds": epoch_seconds,
+    }
+
+
+def _log_epoch(path: pathlib.Path, record: dict) -> None:
+    """Prints the seed's epoch line and appends the record to metrics.jsonl."""
+    say(
+        f"Epoch [{record['epoch']}], last_lr: {record['last_lr']:.5f}, train_loss: {record['train_loss']:.4f}, "
+        f"test_loss: {record['test_loss']:.4f}, test_acc: {record['test_acc']:.4f} "
+        f"({record['epoch_seconds']:.2f}s)"
+        + (f", skipped {record['skipped_steps']} non-finite steps" if record["skipped_steps"] else "")
+    )
+    if hosts.is_primary():
+        run_files.append_line(path / METRICS_FILE, json.dumps(record))
+
+
+def _nonfinite_error(bad: _NonFinite, first_step: int, epoch: int, last_saved, checkpoints) -> faults.NonFiniteError:
+    where = (f"checkpoint step {last_saved[1]} (epoch {last_saved[0]}) in {checkpoints.directory}; "
+             "a rerun resumes from it" if last_saved else "none (no epoch finished)")
+    return faults.NonFiniteError(
+        f"loss or gradients became NaN/inf at step {first_step + bad.index} "
+        f"(epoch {epoch}, learning rate {bad.learning_rate:.6g}); stopped without saving that "
+        f"state; last good checkpoint: {where}; lower --config.learning_rate or set "
+        "--config.skip_nonfinite_steps=true to skip such steps"
+    )
 
 
 def _stop(stop, checkpoints, unsaved, last_saved, rngs, data, steps_per_epoch):
