@@ -51,20 +51,31 @@ def create_train_state(
 ) -> TrainState:
     """A fresh train state: the model, its PyTorch-style init, and the config's optimizer."""
     model = create_model(config)
-    variables = model.init(rng, jnp.zeros((1, *image_shape), jnp.float32), train=False)
-    state = TrainState.create(
+    tx = make_optimizer(config, steps_per_epoch)
+
+    # One compiled program instead of hundreds of eagerly dispatched ops (one per
+    # initializer and optimizer buffer): 2-6x faster on CPU, and the persistent
+    # compilation cache keeps it for the next run.
+    @jax.jit
+    def init(rng):
+        variables = model.init(rng, jnp.zeros((1, *image_shape), jnp.float32), train=False)
+        return variables["params"], variables["batch_stats"], tx.init(variables["params"])
+
+    params, batch_stats, opt_state = init(rng)
+    return TrainState(
+        # An int32 array, not Python's 0: the step's output has that type, and a mismatch
+        # would compile the train step a second time.
+        step=jnp.zeros((), jnp.int32),
         apply_fn=model.apply,
-        params=variables["params"],
-        batch_stats=variables["batch_stats"],
-        tx=make_optimizer(config, steps_per_epoch),
+        params=params,
+        batch_stats=batch_stats,
+        tx=tx,
+        opt_state=opt_state,
         mean=tuple(config.mean),
         std=tuple(config.std),
         augment=config.augment,
         skip_nonfinite=bool(config.get("skip_nonfinite_steps", False)),
     )
-    # An int32 array, not Python's 0: the step's output has that type, and a mismatch
-    # would compile the train step a second time.
-    return state.replace(step=jnp.zeros((), jnp.int32))
 
 
 def _mask_of(batch) -> jax.Array:
