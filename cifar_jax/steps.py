@@ -54,8 +54,8 @@ def create_train_state(
     tx = make_optimizer(config, steps_per_epoch)
 
     # One compiled program instead of hundreds of eagerly dispatched ops (one per
-    # initializer and optimizer buffer): 2-6x faster on CPU, and the persistent
-    # compilation cache keeps it for the next run.
+    # initializer and optimizer buffer): 1.6x (cold cache) to 2.2x (warm) faster for the
+    # default model on a 2-core CPU, and the persistent compilation cache keeps it.
     @jax.jit
     def init(rng):
         variables = model.init(rng, jnp.zeros((1, *image_shape), jnp.float32), train=False)
