@@ -159,3 +159,18 @@ def test_metrics_without_a_config_are_refused(tmp_path, capsys):
     (workdir / "metrics.jsonl").write_text('{"epoch": 0}\n')
     err = _error_of(["--config", str(REPO / "configs/smoke.py"), "--workdir", str(workdir)], capsys)
     assert "no config.json" in err
+
+
+@pytest.mark.parametrize("content, expected", [
+    (b'{"dataset": "synth', "is not readable JSON (JSONDecodeError); restore it from a copy of the run"),
+    (b"\xff\xfe garbage", "is not readable JSON (UnicodeDecodeError)"),
+    (b"[1, 2]", "does not hold a config object; pass a new --workdir"),
+])
+def test_a_damaged_config_json_is_refused_and_kept(tmp_path, capsys, content, expected):
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    (workdir / "config.json").write_bytes(content)
+    err = _error_of(["--config", str(REPO / "configs/smoke.py"), "--workdir", str(workdir)], capsys)
+    assert f"{workdir / 'config.json'} {expected}" in err
+    assert (workdir / "config.json").read_bytes() == content
+    assert sorted(p.name for p in workdir.iterdir()) == ["config.json"]
