@@ -56,19 +56,23 @@ def train_epoch(state, images, labels, order, mask, rng, calls: int, desc: str, 
     steps, batch = order.shape
     order = order.reshape(calls, steps // calls, batch)
     mask = mask.reshape(calls, steps // calls, batch)
-    results = []
+    results = []  # each finished call's metrics, on the host, fetched once
+
+    def finish(metrics):  # waits for that call only
+        results.append(hosts.fetch(metrics))
+        _check_finite(state, results[-1], (len(results) - 1) * (steps // calls))
+        bar.update(steps // calls)
+
     with tqdm(total=steps, desc=desc, leave=False, disable=not hosts.is_primary()) as bar:
+        pending = None  # the metrics of the call the device is still running
         for call in range(calls):
             if stop and call:
                 return state, None
             state, metrics = fast.train_steps(state, images, labels, order[call], mask[call], rng, sharding=sharding)
-            if results:
-                _check_finite(state, hosts.fetch(results[-1]), (call - 1) * (steps // calls))
-                bar.update(steps // calls)
-            results.append(metrics)
-        results = hosts.fetch(results)
-        _check_finite(state, results[-1], (calls - 1) * (steps // calls))
-        bar.update(steps // calls)
+            if pending is not None:
+                finish(pending)
+            pending = metrics
+        finish(pending)
     merged = {key: [x for r in results for x in r[key]] for key in results[0]}
     finite = np.asarray(merged.get("finite", np.ones(steps, bool)), bool)
     # Skipped (non-finite) steps count for nothing in the means.
