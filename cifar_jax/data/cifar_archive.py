@@ -13,7 +13,7 @@ import zlib
 
 import numpy as np
 
-from cifar_jax.data.dataset import Dataset
+from cifar_jax.data.types import Dataset
 from cifar_jax.data.safe_pickle import load_cifar_pickle
 from cifar_jax.errors import DataError
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cifar_jax.data.dataset import Dataset
+from cifar_jax.data.types import Dataset
 from cifar_jax.data.pixels import IMAGE_SIZE
 
 _PROTOTYPE_SEED = 1234  # class colours and patterns depend on num_classes only

@@ -11,7 +11,7 @@ import pathlib
 
 import numpy as np
 
-from cifar_jax.data.dataset import Dataset
+from cifar_jax.data.types import Dataset
 from cifar_jax.data.pixels import array_to_rgb32
 from cifar_jax.errors import DataError
 
