@@ -15,6 +15,7 @@ import pytest
 
 from cifar_jax import download as download_cli
 from cifar_jax.data import cifar_archive, download, load_dataset
+from cifar_jax.data.cifar_archive import md5_of
 from cifar_jax.errors import ConfigError, DataError
 from tests import cifar_files, disks
 from tests.file_server import (FileServer, drop_after, pause_after, redirect, serve, stall_after, status,
@@ -371,3 +372,22 @@ def test_download_timeout_must_be_positive():
     with pytest.raises(ConfigError) as error:
         validate_config(cifar_files.make_config(download_timeout=0.0))
     cifar_files.assert_one_line(error, "--config.download_timeout")
+
+
+def test_train_command_downloads_then_trains(tmp_path, monkeypatch, capsys):
+    # configs/smoke.py as it is, on a downloaded archive of the same shapes (512/256 images,
+    # 10 classes): the compiled steps are those of the suite's other smoke runs (one XLA cache).
+    from cifar_jax import train
+
+    rng = np.random.default_rng(1)
+    path = cifar_files.write_cifar_archive(tmp_path / "source", "cifar10", cifar_files.random_cifar_split(rng, 512, 10),
+                                           cifar_files.random_cifar_split(rng, 256, 10))
+    variant = cifar_archive.VARIANTS["cifar10"]
+    monkeypatch.setitem(cifar_archive.VARIANTS, "cifar10", dataclasses.replace(variant, md5=md5_of(path)))
+    with FileServer(path.read_bytes(), "/" + variant.archive) as server:
+        code = train.main(["--config", str(cifar_files.ROOT / "configs" / "smoke.py"), "--workdir",
+                           str(tmp_path / "run"), "--config.dataset=cifar10", f"--config.data_url={server.url()}"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "Data: cifar10, 512 train / 256 test images" in out
+    assert (tmp_path / "data" / variant.archive).is_file() and len(server.gets()) == 1
