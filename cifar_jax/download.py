@@ -13,9 +13,11 @@ import argparse
 import sys
 
 from cifar_jax.data.cifar_archive import VARIANTS, check_md5, find_cifar
-from cifar_jax.data.download import (DATA_DIR_ENV, DATA_URL_ENV, DEFAULT_DATA_DIR, DEFAULT_TIMEOUT_S,
+from cifar_jax.data.download import (DATA_DIR_ENV, DATA_URL_ENV, DEFAULT_DATA_DIR, DEFAULT_TIMEOUT_S, Options,
                                      fetch_cifar, resolve_data_dir, resolve_url)
 from cifar_jax.errors import CifarJaxError
+
+OPTIONS = Options(url="--url", data_dir="--data-dir", joiner=" ")  # as this command's messages name them
 
 
 class _UsageError(Exception):
@@ -57,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         data_dir = resolve_data_dir(args.data_dir)
         source = find_cifar(variant, data_dir)
         if source is None:
-            source = fetch_cifar(variant, data_dir, resolve_url(variant, args.url), args.timeout)
+            url = resolve_url(variant, args.url, OPTIONS)
+            source = fetch_cifar(variant, data_dir, url, args.timeout, OPTIONS)
         if source.is_file():
             check_md5(variant, source)  # also an archive placed by hand: this command vouches for it
     except CifarJaxError as error:

@@ -343,6 +343,15 @@ def test_prefetch_help_and_usage_errors(capsys):
         assert err.startswith("error: ") and err.count("\n") == 1 and fragment in err, err
 
 
+def test_prefetch_messages_name_its_own_options(data_dir, capsys):
+    assert download_cli.main(["cifar100", "--url", f"http://127.0.0.1:{_free_port()}/"]) == 2
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert last.startswith("error: cannot connect to http://127.0.0.1:") and "--url URL" in last
+    assert "--config." not in last
+    assert download_cli.main(["cifar100", "--url", "/shared/copy.tar.gz"]) == 2
+    assert "error: --url '/shared/copy.tar.gz' is not an http" in capsys.readouterr().err
+
+
 def test_data_dir_and_url_defaults(tmp_path, monkeypatch):
     variant = cifar_archive.VARIANTS["cifar10"]
     monkeypatch.delenv("CIFAR_JAX_DATA")

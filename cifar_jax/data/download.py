@@ -8,6 +8,7 @@ to it lets one process download while others wait. docs/data.md tells users the 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import os
 import pathlib
@@ -31,11 +32,33 @@ BACKOFF_S = 2.0  # the wait after a first failure, doubled after each further on
 MAX_BACKOFF_S = 30.0
 SLOW_ETA_S = 300.0  # an ETA longer than this prints, once, how to avoid the wait
 ETA_AFTER_S = 10.0  # judged on at least this much transfer time (the rate is noisy at first)
-MIRROR_HINT = f"use a mirror with --config.data_url=URL or {DATA_URL_ENV}=URL"
 
 
 class DownloadError(DataError):
     """A download that failed; the message names the URL or path, the problem and the fix."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """The command-line options that set the mirror and the folder, as messages name them."""
+
+    url: str = "--config.data_url"
+    data_dir: str = "--config.data_dir"
+    joiner: str = "="  # between an option and its value: --config.data_url=URL, --url URL
+
+    def set(self, option: str, value: str) -> str:
+        return f"{option}{self.joiner}{value}"
+
+    @property
+    def mirror_hint(self) -> str:
+        return f"use a mirror with {self.set(self.url, 'URL')} or {DATA_URL_ENV}=URL"
+
+    @property
+    def data_dir_hint(self) -> str:
+        return f"pass {self.set(self.data_dir, 'DIR')} or set {DATA_DIR_ENV}=DIR"
+
+
+TRAINING_OPTIONS = Options()
 
 
 def resolve_data_dir(configured: str) -> pathlib.Path:
@@ -44,21 +67,21 @@ def resolve_data_dir(configured: str) -> pathlib.Path:
     return pathlib.Path(chosen).expanduser().absolute()
 
 
-def resolve_url(variant: CifarVariant, configured: str) -> str:
+def resolve_url(variant: CifarVariant, configured: str, options: Options = TRAINING_OPTIONS) -> str:
     """`configured`, else $CIFAR_JAX_DATA_URL, else the official URL. A URL that ends in "/"
     is a folder holding the archive, so one setting serves CIFAR-10 and CIFAR-100."""
     url = configured or os.environ.get(DATA_URL_ENV) or variant.url
     if url.endswith("/"):
         url += variant.archive
     if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
-        where = "--config.data_url" if configured else DATA_URL_ENV
-        raise DownloadError(f"{where}={url!r} is not an http:// or https:// URL; give a mirror's URL of "
+        given = options.set(options.url, repr(url)) if configured else f"{DATA_URL_ENV}={url!r}"
+        raise DownloadError(f"{given} is not an http:// or https:// URL; give a mirror's URL of "
                             f"{variant.archive}, or copy the file into data_dir instead")
     return url
 
 
-def fetch_cifar(variant: CifarVariant, data_dir: pathlib.Path, url: str,
-                timeout: float = DEFAULT_TIMEOUT_S) -> pathlib.Path:
+def fetch_cifar(variant: CifarVariant, data_dir: pathlib.Path, url: str, timeout: float = DEFAULT_TIMEOUT_S,
+                options: Options = TRAINING_OPTIONS) -> pathlib.Path:
     """The archive or extracted folder of `variant` in `data_dir`; when neither is there, the
     archive is downloaded from `url` first (or, while another process downloads it, awaited)."""
     archive = data_dir / variant.archive
@@ -68,13 +91,12 @@ def fetch_cifar(variant: CifarVariant, data_dir: pathlib.Path, url: str,
         lock_fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
     except OSError as error:
         raise DownloadError(f"cannot write to {data_dir} ({one_line(error)}); {variant.archive} needs a "
-                            f"writable folder with {variant.size / 1e6:.0f} MB free: pass --config.data_dir=DIR "
-                            f"or set {DATA_DIR_ENV}=DIR") from None
+                            f"writable folder with {variant.size / 1e6:.0f} MB free: {options.data_dir_hint}") from None
     with _exclusive(lock_fd, variant, data_dir):
         found = find_cifar(variant, data_dir)
         if found is not None:
             return found  # another process finished it while this one waited
-        _download(variant, url, archive, timeout)
+        _download(variant, url, archive, timeout, options)
         # Only after a success: a waiting process then finds the archive, not a new lock.
         lock.unlink(missing_ok=True)
     return archive
@@ -95,9 +117,9 @@ def _exclusive(lock_fd: int, variant: CifarVariant, data_dir: pathlib.Path):
         os.close(lock_fd)  # releases the lock
 
 
-def _download(variant: CifarVariant, url: str, archive: pathlib.Path, timeout: float) -> None:
+def _download(variant: CifarVariant, url: str, archive: pathlib.Path, timeout: float, options: Options) -> None:
     part = archive.with_name(f"{archive.name}.part")
-    progress = _Progress(archive)
+    progress = _Progress(archive, options)
     _say(f"downloading {url} to {archive}")
     failures = 0
     try:
@@ -120,13 +142,13 @@ def _download(variant: CifarVariant, url: str, archive: pathlib.Path, timeout: f
             except Broken as error:
                 problem = error
             except (NoConnection, Refused, DiskProblem) as error:
-                raise DownloadError(_fatal_message(error, variant, url, archive, part)) from None
+                raise DownloadError(_fatal_message(error, variant, url, archive, part, options)) from None
             failures = 1 if received else failures + 1
             if failures >= MAX_FAILURES:
                 kept = f" (the {_size(part) / 1e6:.1f} MB in {part} are kept and resumed)" if _size(part) else ""
                 raise DownloadError(
                     f"downloading {url} failed {failures} times in a row (last: {problem}); try again later"
-                    f"{kept}, {MIRROR_HINT}, or fetch {variant.archive} elsewhere and put it at {archive}") from None
+                    f"{kept}, {options.mirror_hint}, or fetch {variant.archive} elsewhere and put it at {archive}") from None
             delay = min(BACKOFF_S * 2 ** (failures - 1), MAX_BACKOFF_S)
             progress.close()
             _say(f"{archive.name}: {problem}; trying again in {delay:g} s")
@@ -145,16 +167,16 @@ def _download(variant: CifarVariant, url: str, archive: pathlib.Path, timeout: f
 
 
 def _fatal_message(error: TransferError, variant: CifarVariant, url: str, archive: pathlib.Path,
-                   part: pathlib.Path) -> str:
+                   part: pathlib.Path, options: Options) -> str:
     elsewhere = f"fetch {variant.archive} elsewhere and put it at {archive}"
     if isinstance(error, NoConnection):
-        return f"cannot connect to {url} ({error}); offline? {elsewhere}, or {MIRROR_HINT}"
+        return f"cannot connect to {url} ({error}); offline? {elsewhere}, or {options.mirror_hint}"
     if isinstance(error, DiskProblem):
         needed = (f"{error.needed_bytes / 1e6:.1f} MB more" if error.needed_bytes is not None
                   else f"about {variant.size / 1e6:.0f} MB in all")
-        return (f"{error}: the download needs {needed}; free space there, or pass --config.data_dir=DIR "
-                f"(or set {DATA_DIR_ENV}=DIR) on a disk with room; {part.name} is kept to resume from")
-    return f"downloading {url} failed: {error}; check the URL ({MIRROR_HINT}), or {elsewhere}"
+        return (f"{error}: the download needs {needed}; free space there, or {options.data_dir_hint} on a disk "
+                f"with room; {part.name} is kept to resume from")
+    return f"downloading {url} failed: {error}; check the URL ({options.mirror_hint}), or {elsewhere}"
 
 
 def _accept(variant: CifarVariant, url: str, part: pathlib.Path, archive: pathlib.Path) -> None:
@@ -173,8 +195,8 @@ def _accept(variant: CifarVariant, url: str, part: pathlib.Path, archive: pathli
 class _Progress:
     """A bar with MB, rate and ETA per attempt, and a one-time hint when the ETA is long."""
 
-    def __init__(self, archive: pathlib.Path):
-        self._archive = archive
+    def __init__(self, archive: pathlib.Path, options: Options):
+        self._archive, self._options = archive, options
         self._bar = None
         self._hinted = False
 
@@ -198,7 +220,7 @@ class _Progress:
         if eta > SLOW_ETA_S:
             self._hinted = True
             _say(f"{self._archive.name}: about {eta / 60:.0f} min to go at {rate / 1e3:.0f} kB/s. Rather than "
-                 f"wait: stop with Ctrl-C (what arrived is kept) and {MIRROR_HINT} (md5-checked, resumed from "
+                 f"wait: stop with Ctrl-C (what arrived is kept) and {self._options.mirror_hint} (md5-checked, resumed from "
                  f"here), or fetch {self._archive.name} elsewhere and put it at {self._archive}")
 
     def close(self) -> None:
