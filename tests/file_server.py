@@ -94,10 +94,10 @@ def serve(honour_range: bool = True, length: bool = True):
     return answer
 
 
-def drop_after(n: int):
+def drop_after(n: int, honour_range: bool = True):
     """Headers for the whole file (or the asked-for range), then `n` bytes, then the connection closes."""
     def answer(handler, server):
-        start = _range_start(handler)
+        start = _range_start(handler) if honour_range else None
         _send_headers(handler, server, start)
         handler.wfile.write(server.body[start or 0:(start or 0) + n])
         handler.wfile.flush()

@@ -114,6 +114,15 @@ def test_server_that_ignores_range_starts_over(server, body, data_dir):
     assert not (data_dir / PART).exists()
 
 
+def test_a_server_that_ignores_range_and_drops_at_one_spot_is_given_up(server, body, data_dir):
+    server.default = drop_after(len(body) // 2, honour_range=False)  # every attempt ends at the same byte
+    with pytest.raises(DataError) as error:
+        _load(server.url())
+    _failed_cleanly(data_dir, error, f"failed {download.MAX_FAILURES} times in a row", "the connection closed",
+                    f"{data_dir / PART} are kept")
+    assert len(server.gets()) == download.MAX_FAILURES  # the first got halfway: a streak of one failure
+
+
 def test_stall_past_the_read_timeout_is_retried(server, body, data_dir):
     half = len(body) // 2
     server.script(stall_after(half))  # silent until the test ends, far past the timeout

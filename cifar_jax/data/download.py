@@ -27,7 +27,7 @@ DATA_DIR_ENV = "CIFAR_JAX_DATA"
 DATA_URL_ENV = "CIFAR_JAX_DATA_URL"
 DEFAULT_DATA_DIR = "~/.cache/cifar_jax/datasets"  # per user: one download per machine and user
 DEFAULT_TIMEOUT_S = 60.0
-MAX_FAILURES = 5  # failed attempts in a row; an attempt that received bytes starts the count anew
+MAX_FAILURES = 5  # failed attempts in a row; one that got further than any before starts the count anew
 BACKOFF_S = 2.0  # the wait after a first failure, doubled after each further one in a row
 MAX_BACKOFF_S = 30.0
 SLOW_ETA_S = 300.0  # an ETA longer than this prints, once, how to avoid the wait
@@ -122,17 +122,11 @@ def _download(variant: CifarVariant, url: str, archive: pathlib.Path, timeout: f
     progress = _Progress(archive, options)
     _say(f"downloading {url} to {archive}")
     failures = 0
-    try:
+    furthest = _size(part)  # progress is a part file longer than ever before, not bytes received:
+    try:                    # a server that ignores Range and drops at one spot must not loop forever
         while True:
-            received = 0
-
-            def count(n: int) -> None:
-                nonlocal received
-                received += n
-                progress.advance(n)
-
             try:
-                fetch_into(url, part, timeout, progress.start, count)
+                fetch_into(url, part, timeout, progress.start, progress.advance)
                 break
             except RangeNotSatisfiable as error:
                 if part.exists() and md5_of(part) == variant.md5:
@@ -143,7 +137,8 @@ def _download(variant: CifarVariant, url: str, archive: pathlib.Path, timeout: f
                 problem = error
             except (NoConnection, Refused, DiskProblem) as error:
                 raise DownloadError(_fatal_message(error, variant, url, archive, part, options)) from None
-            failures = 1 if received else failures + 1
+            failures = 1 if _size(part) > furthest else failures + 1
+            furthest = max(furthest, _size(part))
             if failures >= MAX_FAILURES:
                 kept = f" (the {_size(part) / 1e6:.1f} MB in {part} are kept and resumed)" if _size(part) else ""
                 raise DownloadError(
