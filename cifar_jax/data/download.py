@@ -143,7 +143,8 @@ def _download(variant: CifarVariant, url: str, archive: pathlib.Path, timeout: f
                 kept = f" (the {_size(part) / 1e6:.1f} MB in {part} are kept and resumed)" if _size(part) else ""
                 raise DownloadError(
                     f"downloading {url} failed {failures} times in a row (last: {problem}); try again later"
-                    f"{kept}, {options.mirror_hint}, or fetch {variant.archive} elsewhere and put it at {archive}") from None
+                    f"{kept}, {options.mirror_hint}, or fetch {variant.archive} elsewhere and put it at "
+                    f"{archive}") from None
             delay = min(BACKOFF_S * 2 ** (failures - 1), MAX_BACKOFF_S)
             progress.close()
             _say(f"{archive.name}: {problem}; trying again in {delay:g} s")
@@ -215,8 +216,8 @@ class _Progress:
         if eta > SLOW_ETA_S:
             self._hinted = True
             _say(f"{self._archive.name}: about {eta / 60:.0f} min to go at {rate / 1e3:.0f} kB/s. Rather than "
-                 f"wait: stop with Ctrl-C (what arrived is kept) and {self._options.mirror_hint} (md5-checked, resumed from "
-                 f"here), or fetch {self._archive.name} elsewhere and put it at {self._archive}")
+                 f"wait: stop with Ctrl-C (what arrived is kept) and {self._options.mirror_hint} (md5-checked, "
+                 f"resumed from here), or fetch {self._archive.name} elsewhere and put it at {self._archive}")
 
     def close(self) -> None:
         if self._bar is not None:
