@@ -106,6 +106,8 @@ def validate_config(config) -> None:
     _require(config.num_classes >= 2, f"num_classes={config.num_classes} must be at least 2; set --config.num_classes")
     for key in ("learning_rate", "width", "div_factor", "final_div_factor", "adam_eps"):
         _require(config[key] > 0, f"{key}={config[key]} must be positive; set --config.{key}")
+    _require(config.download_timeout > 0,
+             f"download_timeout={config.download_timeout} must be positive seconds; set --config.download_timeout")
     for key in ("weight_decay", "grad_clip"):
         _require(config[key] >= 0, f"{key}={config[key]} must be zero or positive; set --config.{key}")
     _require(0 < config.pct_start < 1, f"pct_start={config.pct_start} must lie in (0, 1); set --config.pct_start")
@@ -120,8 +122,8 @@ def validate_config(config) -> None:
 
 # Keys that may change between a run and its resumption: they do not change the training.
 RESUMABLE_CHANGES = frozenset({
-    "data_dir", "cache_dir", "xla_cache_dir", "progress_updates", "eval_batch_size", "max_param_mb",
-    "skip_nonfinite_steps", "checkpoint_every_epochs", "keep_checkpoints",
+    "data_dir", "data_url", "download", "download_timeout", "cache_dir", "xla_cache_dir", "progress_updates",
+    "eval_batch_size", "max_param_mb", "skip_nonfinite_steps", "checkpoint_every_epochs", "keep_checkpoints",
 })
 
 

@@ -15,15 +15,22 @@ import ml_collections
 def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
 
-    # Data.
-    # cifar100 | cifar10 (official python archives in data_dir, else TFDS),
+    # Data (docs/data.md).
+    # cifar100 | cifar10 (the official python archives in data_dir, downloaded there if missing),
     # image_folder (data_dir is a folder or .tar/.tar.gz/.zip of train/<class>/<image>),
-    # synthetic (offline, learnable), tfds:NAME (any TFDS image classification set).
+    # synthetic (offline, learnable), tfds:NAME (any prepared TFDS image classification set).
     config.dataset = "cifar100"
-    config.data_dir = "data"
+    # "" means $CIFAR_JAX_DATA, else ~/.cache/cifar_jax/datasets (cifar100/cifar10), or
+    # TFDS's own default (tfds:NAME); image_folder needs a path here.
+    config.data_dir = ""
     config.num_classes = 100
     config.verify_md5 = True  # check the official archive checksums
-    config.download = True  # let TFDS download cifar100/cifar10 when data_dir has no archive
+    # Fetch a missing cifar100/cifar10 archive (tfds:NAME: let TFDS download and prepare it).
+    config.download = True
+    # A mirror of the archive (or a folder URL ending in "/"); "" means $CIFAR_JAX_DATA_URL,
+    # else the official https://www.cs.toronto.edu/~kriz/ URL. The md5 is checked either way.
+    config.data_url = ""
+    config.download_timeout = 60.0  # seconds to connect, and the longest a read may stall
     config.cache_dir = ""  # decoded image_folder arrays; "" means ~/.cache/cifar_jax
     config.synthetic_train_size = 2048
     config.synthetic_test_size = 512

@@ -41,6 +41,24 @@ def test_missing_cifar_data_names_the_path_and_the_file(tmp_path):
                                 "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz", "cifar-100-python/")
 
 
+def test_offline_cifar_with_the_default_data_dir_fails_at_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("CIFAR_JAX_DATA", str(tmp_path / "cache"))  # what data_dir "" means here
+    monkeypatch.delenv("CIFAR_JAX_DATA_URL", raising=False)
+    config = cifar_files.make_config(dataset="cifar100")
+    assert config.data_dir == "" and config.download
+    with pytest.raises(DataError) as error:
+        load_dataset(config)
+    cifar_files.assert_one_line(error, "cannot connect to https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+                                str(tmp_path / "cache" / "cifar-100-python.tar.gz"), "--config.data_url=URL")
+    assert not (tmp_path / "cache" / "cifar-100-python.tar.gz").exists()
+
+
+def test_image_folder_needs_a_data_dir():
+    with pytest.raises(ConfigError) as error:
+        load_dataset(cifar_files.make_config(dataset="image_folder", num_classes=3))
+    cifar_files.assert_one_line(error, "image_folder needs --config.data_dir=PATH")
+
+
 def _dataset(train_labels, images=None, names=("a", "b")):
     images = np.zeros((len(train_labels), 32, 32, 3), np.uint8) if images is None else images
     return Dataset(images, np.asarray(train_labels, np.int32), images[:1], np.zeros(1, np.int32), names)

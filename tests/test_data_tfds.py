@@ -46,7 +46,7 @@ def _offline(monkeypatch, tmp_path_factory):
 
 
 def _config(tmp_path, **overrides):
-    return cifar_files.make_config(data_dir=str(tmp_path), **overrides)
+    return cifar_files.make_config(**{"data_dir": str(tmp_path), **overrides})
 
 
 def test_cifar10_from_mock_data(tmp_path):
@@ -128,35 +128,32 @@ def test_not_prepared_without_download(tmp_path):
     assert not list(tmp_path.iterdir())  # nothing written
 
 
-def test_cifar100_offline_without_archive_says_where_to_put_it(tmp_path, monkeypatch):
-    def offline(*args, **kwargs):
-        raise ConnectionError("Failed to establish a new connection")
+@pytest.mark.parametrize("download", [True, False])
+def test_cifar_without_an_archive_never_asks_tfds(tmp_path, monkeypatch, download):
+    # TFDS cannot prepare CIFAR without TensorFlow, so it is only the explicit tfds:NAME dataset.
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("TFDS was asked for cifar10")
+
+    monkeypatch.setattr(tfds, "data_source", must_not_run)
+    monkeypatch.setattr(tfds, "builder", must_not_run)
+    with pytest.raises(DataError) as error:  # offline: cifar_jax's own download fails at once
+        load_dataset(_config(tmp_path / "empty", dataset="cifar10", num_classes=10, download=download))
+    cifar_files.assert_one_line(error, str(tmp_path / "empty" / "cifar-10-python.tar.gz"),
+                                "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz")
+
+
+def test_empty_data_dir_means_the_tfds_default(tmp_path, monkeypatch):
+    asked = []
+
+    def offline(name, split, data_dir, download):
+        asked.append(data_dir)
+        raise ConnectionError("offline")
 
     monkeypatch.setattr(tfds, "data_source", offline)
     with pytest.raises(DataError) as error:
-        load_dataset(_config(tmp_path, dataset="cifar100", num_classes=100, download=True))
-    cifar_files.assert_one_line(error, "cifar-100-python.tar.gz",
-                                "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
-                                str(tmp_path / "cifar-100-python.tar.gz"), "ConnectionError",
-                                "--config.dataset=tfds:cifar100")
-
-
-def test_download_false_never_calls_tfds(tmp_path, monkeypatch):
-    def must_not_run(*args, **kwargs):
-        raise AssertionError("TFDS was asked although download=False")
-
-    monkeypatch.setattr(tfds, "data_source", must_not_run)
-    with pytest.raises(DataError) as error:
-        load_dataset(_config(tmp_path / "empty", dataset="cifar10", num_classes=10, download=False))
-    cifar_files.assert_one_line(error, str(tmp_path / "empty" / "cifar-10-python.tar.gz"),
-                                "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
-                                "--config.download=True")
-
-
-def test_cifar10_falls_back_to_tfds_when_no_archive(tmp_path):
-    with _mock_prepared(tmp_path, "cifar10", cifar_files.CIFAR10_NAMES, num_examples=6):
-        data = load_dataset(_config(tmp_path, dataset="cifar10", num_classes=10, download=True))
-    assert data.train_images.shape == (6, 32, 32, 3) and data.class_names[0] == "airplane"
+        load_dataset(_config(tmp_path, dataset="tfds:cifar10", num_classes=10, data_dir=""))
+    assert asked == [None]
+    cifar_files.assert_one_line(error, "TFDS's default data_dir", "pip install tensorflow-cpu")
 
 
 def test_missing_tfds_says_how_to_install_it(tmp_path, monkeypatch):
@@ -164,9 +161,6 @@ def test_missing_tfds_says_how_to_install_it(tmp_path, monkeypatch):
     with pytest.raises(DataError) as error:
         load_dataset(_config(tmp_path, dataset="tfds:cifar10", num_classes=10))
     cifar_files.assert_one_line(error, 'pip install -e ".[tfds]"')
-    with pytest.raises(DataError) as error:  # the cifar fallback says so too, and names the archive
-        load_dataset(_config(tmp_path, dataset="cifar10", num_classes=10, download=True))
-    cifar_files.assert_one_line(error, 'pip install -e ".[tfds]"', "cifar-10-python.tar.gz")
 
 
 def test_importing_cifar_jax_does_not_import_tfds():

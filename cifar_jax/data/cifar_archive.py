@@ -13,8 +13,8 @@ import zlib
 
 import numpy as np
 
-from cifar_jax.data.dataset import Dataset
 from cifar_jax.data.safe_pickle import load_cifar_pickle
+from cifar_jax.data.types import Dataset
 from cifar_jax.errors import DataError
 
 
@@ -29,6 +29,7 @@ class CifarVariant:
     meta_member: str
     names_key: bytes
     labels_key: bytes
+    size: int  # bytes of the official archive: for messages about time and space (md5 is the check)
 
     @property
     def url(self) -> str:
@@ -39,10 +40,10 @@ VARIANTS = {
     "cifar10": CifarVariant(
         "cifar10", "cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a",
         "cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)), "test_batch",
-        "batches.meta", b"label_names", b"labels"),
+        "batches.meta", b"label_names", b"labels", size=170_498_071),
     "cifar100": CifarVariant(
         "cifar100", "cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85",
-        "cifar-100-python", ("train",), "test", "meta", b"fine_label_names", b"fine_labels"),
+        "cifar-100-python", ("train",), "test", "meta", b"fine_label_names", b"fine_labels", size=169_001_437),
 }
 
 
@@ -68,7 +69,7 @@ def read_cifar(variant: CifarVariant, source: pathlib.Path, verify_md5: bool) ->
         files = _read_folder(variant, source, wanted)
     else:
         if verify_md5:
-            _check_md5(variant, source)
+            check_md5(variant, source)
         files = _read_archive(variant, source, wanted)
     names = _unpickle(variant, files, variant.meta_member).get(variant.names_key)
     if not isinstance(names, list) or not names:
@@ -139,14 +140,20 @@ def _read_archive(variant, archive, wanted):
     return files
 
 
-def _check_md5(variant, archive):
+def md5_of(path: pathlib.Path) -> str:
     digest = hashlib.md5()
-    with open(archive, "rb") as f:
+    with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
-    if digest.hexdigest() != variant.md5:
+    return digest.hexdigest()
+
+
+def check_md5(variant: CifarVariant, archive: pathlib.Path) -> None:
+    """DataError unless `archive` has the official md5 of `variant`."""
+    actual = md5_of(archive)
+    if actual != variant.md5:
         raise DataError(
-            f"{archive} has md5 {digest.hexdigest()}, expected {variant.md5}: the file is corrupt "
+            f"{archive} has md5 {actual}, expected {variant.md5}: the file is corrupt "
             f"or incomplete; download it again from {variant.url}, or set "
             "--config.verify_md5=False if you modified the archive on purpose"
         )

@@ -1,49 +1,32 @@
-"""The Dataset container and the dispatch from `config.dataset` to a reader."""
+"""The dispatch from `config.dataset` to a reader, and the checks against the config."""
 from __future__ import annotations
-
-import dataclasses
-import pathlib
 
 import numpy as np
 
+from cifar_jax.data.cifar_archive import VARIANTS, find_cifar, read_cifar
+from cifar_jax.data.download import DEFAULT_TIMEOUT_S, fetch_cifar, resolve_data_dir, resolve_url
+from cifar_jax.data.image_folder import LAYOUT, load_image_folder
+from cifar_jax.data.synthetic import make_synthetic
+from cifar_jax.data.tfds_source import load_tfds
+from cifar_jax.data.types import DATASETS, Dataset
 from cifar_jax.errors import ConfigError, DataError
 
-
-@dataclasses.dataclass(frozen=True)
-class Dataset:
-    """Images as uint8 (N, H, W, 3), labels as int32 (N,), class names in label order."""
-
-    train_images: np.ndarray
-    train_labels: np.ndarray
-    test_images: np.ndarray
-    test_labels: np.ndarray
-    class_names: tuple[str, ...]
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-
-DATASETS = ("cifar100", "cifar10", "image_folder", "synthetic", "tfds:NAME")
+__all__ = ["DATASETS", "Dataset", "check_dataset", "load_dataset"]
 
 
 def load_dataset(config) -> Dataset:
     """Reads the dataset that `config.dataset` names (see configs/default.py)."""
-    # Readers are imported here: they import this module (for Dataset), and most runs need one.
     name = config.dataset
     if name in ("cifar100", "cifar10"):
         dataset = _load_cifar(name, config)
     elif name == "image_folder":
-        from cifar_jax.data.image_folder import load_image_folder
-
+        if not config.data_dir:
+            raise ConfigError(f"dataset=image_folder needs --config.data_dir=PATH: a folder or .tar/.tar.gz/.zip "
+                              f"archive laid out as {LAYOUT}")
         dataset = load_image_folder(config.data_dir, config.cache_dir)
     elif name == "synthetic":
-        from cifar_jax.data.synthetic import make_synthetic
-
         dataset = make_synthetic(config.synthetic_train_size, config.synthetic_test_size, config.num_classes)
     elif isinstance(name, str) and name.startswith("tfds:") and name[5:]:
-        from cifar_jax.data.tfds_source import load_tfds
-
         dataset = load_tfds(name[5:], config.data_dir, config.download)
     else:
         raise ConfigError(f"unknown dataset {name!r}; pass --config.dataset= one of {', '.join(DATASETS)}")
@@ -52,24 +35,18 @@ def load_dataset(config) -> Dataset:
 
 
 def _load_cifar(name, config) -> Dataset:
-    from cifar_jax.data.cifar_archive import VARIANTS, find_cifar, read_cifar
-
     variant = VARIANTS[name]
-    data_dir = pathlib.Path(config.data_dir).expanduser().absolute()
+    data_dir = resolve_data_dir(config.data_dir)
     source = find_cifar(variant, data_dir)
-    if source is not None:
-        return read_cifar(variant, source, config.verify_md5)
-    where = (f"no {variant.archive} (or extracted {variant.folder}/ folder) in {data_dir}: download "
-             f"{variant.url} and put it at {data_dir / variant.archive}")
-    if not config.download:
-        raise DataError(f"{where}, or pass --config.download=True to let TFDS fetch {name}")
-    from cifar_jax.data.tfds_source import TfdsUnavailable, load_tfds
-
-    try:
-        return load_tfds(name, str(data_dir), download=True)
-    except TfdsUnavailable as e:
-        raise DataError(f"{where} (the TFDS fallback failed: {e.reason}); with TFDS data already prepared, "
-                        f"use --config.dataset=tfds:{name} and --config.data_dir=<its data_dir>") from None
+    if source is None:
+        # .get: configs saved by runs from before these keys existed lack them
+        url = resolve_url(variant, config.get("data_url", ""))
+        if not config.download:
+            raise DataError(f"no {variant.archive} (or extracted {variant.folder}/ folder) in {data_dir}: "
+                            f"download {url} and put it at {data_dir / variant.archive}, or pass "
+                            "--config.download=True to let cifar_jax fetch it")
+        source = fetch_cifar(variant, data_dir, url, config.get("download_timeout", DEFAULT_TIMEOUT_S))
+    return read_cifar(variant, source, config.verify_md5)
 
 
 def check_dataset(dataset: Dataset, name: str, num_classes: int) -> None:

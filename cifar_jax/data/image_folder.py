@@ -26,8 +26,8 @@ from concurrent.futures.process import BrokenProcessPool
 import numpy as np
 from PIL import Image
 
-from cifar_jax.data.dataset import Dataset
 from cifar_jax.data.pixels import to_rgb32
+from cifar_jax.data.types import Dataset
 from cifar_jax.errors import DataError
 
 SPLITS = ("train", "test")

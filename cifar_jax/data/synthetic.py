@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from cifar_jax.data.dataset import Dataset
 from cifar_jax.data.pixels import IMAGE_SIZE
+from cifar_jax.data.types import Dataset
 
 _PROTOTYPE_SEED = 1234  # class colours and patterns depend on num_classes only
 _TRAIN_SEED, _TEST_SEED = 1, 2

@@ -1,7 +1,7 @@
 """Image classification sets from TensorFlow Datasets, read with `tfds.data_source`.
 
 `tfds.data_source` reads prepared ArrayRecord files with plain numpy, so no TensorFlow is
-needed to read (TFDS may still need it to *prepare* a dataset on first download).
+needed to read (TFDS still needs it to *prepare* most datasets on first download).
 tensorflow_datasets is imported here, on first use only: it is optional and slow to import.
 Images that are not 32x32 RGB are converted as pixels.py documents.
 """
@@ -11,44 +11,38 @@ import pathlib
 
 import numpy as np
 
-from cifar_jax.data.dataset import Dataset
 from cifar_jax.data.pixels import array_to_rgb32
+from cifar_jax.data.types import Dataset
 from cifar_jax.errors import DataError
 
 _BATCH = 1024
 
 
-class TfdsUnavailable(DataError):
-    """TFDS is missing or could not provide the data; `reason` says why, without a fix."""
-
-    def __init__(self, message: str, reason: str):
-        super().__init__(message)
-        self.reason = reason
-
-
 def load_tfds(name: str, data_dir: str, download: bool) -> Dataset:
-    """The train and test splits of TFDS dataset `name`, stored under `data_dir`."""
+    """The train and test splits of TFDS dataset `name`, stored under `data_dir` ("" means
+    TFDS's own default: $TFDS_DATA_DIR or ~/tensorflow_datasets)."""
     try:
         import tensorflow_datasets as tfds
     except ImportError:
-        reason = 'tensorflow_datasets is not installed: run pip install -e ".[tfds]"'
-        raise TfdsUnavailable(f"dataset tfds:{name} needs TFDS, but {reason}", reason) from None
-    where = pathlib.Path(data_dir).expanduser().absolute()
+        raise DataError(f'dataset tfds:{name} needs TFDS, but tensorflow_datasets is not installed: '
+                        'run pip install -e ".[tfds]"') from None
+    folder = str(pathlib.Path(data_dir).expanduser().absolute()) if data_dir else None
+    where = folder or "TFDS's default data_dir"
     try:
-        if not download and not tfds.builder(name, data_dir=str(where)).is_prepared():
+        if not download and not tfds.builder(name, data_dir=folder).is_prepared():
             raise FileNotFoundError(f"{name} is not prepared there")
-        train, test = (tfds.data_source(name, split=split, data_dir=str(where), download=download)
+        train, test = (tfds.data_source(name, split=split, data_dir=folder, download=download)
                        for split in ("train", "test"))
         features = train.dataset_info.features
     except tfds.core.registered.DatasetNotFoundError:
-        reason = f"TFDS has no dataset named {name!r}"
-        raise TfdsUnavailable(f"{reason}; pass --config.dataset=tfds:NAME with a name from "
-                              "tfds.list_builders()", reason) from None
+        raise DataError(f"TFDS has no dataset named {name!r}; pass --config.dataset=tfds:NAME with a name "
+                        "from tfds.list_builders()") from None
     except Exception as e:  # TFDS fails in many ways (offline, not prepared, no TensorFlow...)
         reason = f"TFDS could not load {name} from {where} ({type(e).__name__}: {_one_line(e)})"
-        fix = ("check the network, or prepare the dataset where TFDS can reach it" if download else
+        fix = ("check the network, or prepare the dataset where TFDS can reach it (preparing most TFDS "
+               "datasets needs TensorFlow: pip install tensorflow-cpu)" if download else
                "pass --config.download=True to let TFDS fetch and prepare it")
-        raise TfdsUnavailable(f"{reason}; {fix}", reason) from None
+        raise DataError(f"{reason}; {fix}") from None
     if "image" not in features or "label" not in features:
         raise DataError(f"TFDS dataset {name} has features {', '.join(features.keys())}, not 'image' "
                         "and 'label'; choose an image classification dataset")
