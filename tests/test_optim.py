@@ -479,3 +479,10 @@ def test_sgd_config_is_kuangliu_recipe():
     state = make_optimizer(config, 391).init({"w": jnp.zeros(3)})
     assert sorted(state.hyperparams) == ["learning_rate", "momentum"]
     assert float(current_learning_rate(state)) == pytest.approx(0.1)
+
+
+def test_added_key_fallbacks_are_the_default_config_values(default_config):
+    """A config without the optimizer keys (an older run's) must train as configs/default.py."""
+    from cifar_jax.optim import ADDED_KEY_DEFAULTS
+
+    assert {k: default_config[k] for k in ADDED_KEY_DEFAULTS} == ADDED_KEY_DEFAULTS
