@@ -486,3 +486,18 @@ def test_added_key_fallbacks_are_the_default_config_values(default_config):
     from cifar_jax.optim import ADDED_KEY_DEFAULTS
 
     assert {k: default_config[k] for k in ADDED_KEY_DEFAULTS} == ADDED_KEY_DEFAULTS
+
+
+def test_a_config_saved_before_the_optimizer_keys_builds_the_seed_optimizer(default_config):
+    import ml_collections
+    from cifar_jax.optim import ADDED_KEY_DEFAULTS
+
+    old = ml_collections.ConfigDict({k: v for k, v in default_config.items() if k not in ADDED_KEY_DEFAULTS})
+    validate_config(old)
+    params = _tree()
+    grads = _grads(params, 3)
+    ours, _, state = _run(make_optimizer(old, 196), params, grads)
+    seed, _, seed_state = _run(_old_seed_optimizer(default_config, 196), params, grads)
+    assert jax.tree.structure(state) == jax.tree.structure(seed_state)
+    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(seed)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
