@@ -6,13 +6,14 @@ the value it replaces, and every mistake raises ConfigError with a one-line fix.
 from __future__ import annotations
 
 import ast
+import json
 import pathlib
 import runpy
 
 import ml_collections
 
 from cifar_jax.errors import ConfigError
-from cifar_jax.optim import check_weight_decay_mode
+from cifar_jax.optim import ADDED_KEY_DEFAULTS, check_optimizer_config, check_weight_decay_mode
 
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
@@ -57,6 +58,12 @@ def parse_value(key: str, text: str, current):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number such as {current}")
         return _float(value, where, current)
+    if isinstance(current, tuple) and all(type(c) is int for c in current):
+        # A tuple of integers (lr_decay_epochs) takes any number of them: (30, 60), 50 or ().
+        value = (value,) if type(value) is int else value
+        if not isinstance(value, (tuple, list)) or not all(type(v) is int for v in value):
+            raise ConfigError(f"{where}: expected integers in parentheses, e.g. {tuple(current)}")
+        return tuple(value)
     if isinstance(current, (tuple, list)):
         if not isinstance(value, (tuple, list)) or len(value) != len(current):
             raise ConfigError(f"{where}: expected {len(current)} comma-separated values in parentheses, e.g. {tuple(current)}")
@@ -117,6 +124,7 @@ def validate_config(config) -> None:
         _require(len(config[key]) == 3, f"{key} needs 3 values (R, G, B), e.g. --config.{key}='(0.5, 0.5, 0.5)'")
     _require(all(s > 0 for s in config.std), "std values must be positive; set --config.std")
     check_weight_decay_mode(config.weight_decay_mode)
+    check_optimizer_config(config)  # optimizer, momentum, schedule, warmup, lr decay, backbone keys
     _require(config.dtype in ("float32", "bfloat16"), f"dtype={config.dtype!r} is not supported; use --config.dtype=float32 or bfloat16")
 
 
@@ -132,8 +140,13 @@ def training_changes(saved: dict, current: dict) -> list[str]:
     that changes what is trained; a run may resume only when this is empty."""
     return sorted(
         key for key in set(saved) | set(current)
-        if key not in RESUMABLE_CHANGES and saved.get(key) != current.get(key)
+        if key not in RESUMABLE_CHANGES and _saved(saved, key) != _saved(current, key)
     )
+
+
+def _saved(config: dict, key: str):
+    """config[key]; a key added since the run was saved counts as its old behaviour."""
+    return config.get(key, json.loads(json.dumps(ADDED_KEY_DEFAULTS.get(key))))
 
 
 def parse_command_line(argv: list[str]) -> tuple[ml_collections.ConfigDict, str]:

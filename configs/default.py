@@ -7,7 +7,7 @@ The other models' configs (resnet18.py, ..., efficientnet_b0.py) change only `mo
 the optimizer, schedule, epochs, batch size and augmentation stay this recipe, so the
 models compare on one pipeline. It is not tuned for them: their usual CIFAR recipe
 (kuangliu/pytorch-cifar: SGD, lr 0.1, momentum 0.9, weight decay 5e-4, cosine over 200
-epochs) needs an SGD option that cifar_jax.optim does not have.
+epochs) is configs/sgd.py.
 """
 import ml_collections
 
@@ -76,5 +76,16 @@ def get_config() -> ml_collections.ConfigDict:
     config.beta1_min = 0.85
     config.beta2 = 0.999
     config.adam_eps = 1e-8
+    # Optimizer and schedule choices (docs/finetuning.md); the defaults are the seed recipe's.
+    config.optimizer = "adam"  # adam (torch Adam) | sgd (torch SGD with momentum, nesterov, weight_decay)
+    config.momentum = 0.9  # SGD momentum (Adam's beta1) for cosine/step; onecycle cycles beta1_max -> beta1_min instead
+    config.nesterov = True  # sgd only: Nesterov momentum, as torch.optim.SGD(nesterov=True)
+    config.schedule = "onecycle"  # onecycle (OneCycleLR, peak learning_rate) | cosine (warmup, cosine to 0) | step (MultiStepLR)
+    config.warmup_epochs = 0.0  # cosine/step: linear warmup over this many epochs (fractions allowed)
+    config.warmup_start_factor = 0.01  # cosine/step: the warmup starts at learning_rate times this (torch LinearLR start_factor)
+    config.lr_decay_epochs = (10, 20)  # step: multiply the lr by lr_decay_factor at each of these epochs
+    config.lr_decay_factor = 0.1  # step: the factor (torch MultiStepLR gamma)
+    config.backbone_lr_mult = 1.0  # learning rate of every parameter outside the model's head, times the head's
+    config.freeze_backbone = False  # train the head alone: the backbone gets no updates and no optimizer state
 
     return config
