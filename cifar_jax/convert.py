@@ -28,7 +28,7 @@ from typing import Any, Mapping, Optional
 import numpy as np
 
 from cifar_jax.errors import CifarJaxError
-from cifar_jax.models import SEED_WIDTHS
+from cifar_jax.models import SEED_WIDTHS, seed_channels
 
 # (PyTorch prefix, Flax path) of every conv block, in the model's order.
 BLOCKS = (
@@ -61,11 +61,6 @@ def import_torch():
     except ImportError:
         raise CifarJaxError(_TORCH_MISSING) from None
     return torch
-
-
-def seed_channels(width: float = 1.0) -> tuple[int, ...]:
-    """Channel counts (conv1 .. conv5) of the ResNet9 at `width`, as cifar_jax.models computes them."""
-    return tuple(max(1, round(c * width)) for c in SEED_WIDTHS)
 
 
 def _entries(num_classes: int, width: float):

@@ -16,7 +16,8 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from cifar_jax.convert import import_torch, seed_channels
+from cifar_jax.convert import import_torch
+from cifar_jax.models import seed_channels
 
 torch = import_torch()
 nn = torch.nn

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import optax
 from flax.training import train_state
 
+from cifar_jax import models
 from cifar_jax.augment import augment, normalize
 from cifar_jax.optim import make_optimizer
 
@@ -40,10 +41,9 @@ class TrainState(train_state.TrainState):
 
 
 def create_model(config) -> nn.Module:
-    """The config's model (`model`, default resnet9; cifar_jax.zoo.MODELS lists them all)."""
-    from cifar_jax import zoo  # here, so that `python -m cifar_jax.zoo` runs zoo only once
-
-    return zoo.build(config.get("model", "resnet9"), config.num_classes, config.width, config.dtype)
+    """The config's model: `model` (a name in cifar_jax.models.MODELS) at its `num_classes`,
+    `width` and `dtype`."""
+    return models.build(config.model, config.num_classes, config.width, config.dtype)
 
 
 def create_train_state(

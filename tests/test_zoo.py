@@ -1,4 +1,4 @@
-"""The other models of the seed report (cifar_jax.zoo): size, forward, training, checkpoints,
+"""The other models of the seed report (cifar_jax.models): size, forward, training, checkpoints,
 and the max_param_mb budget. Small widths keep compiling cheap; each model's train step
 compiles once (float32, batch 2, 32x32)."""
 import jax
@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cifar_jax import checkpoint, zoo
+from cifar_jax import checkpoint, models, zoo
 from cifar_jax.config import load_config_file, validate_config
 from cifar_jax.errors import ConfigError
 from cifar_jax.steps import _train_step
@@ -36,12 +36,12 @@ TEST_WIDTHS = {"resnet9": 0.125, "resnet18": 0.125, "resnet50": 0.125, "resnet15
 
 
 def test_registry_lists_every_model():
-    assert set(zoo.MODELS) == set(REFERENCE_PARAMS_10) == set(TEST_WIDTHS)
+    assert set(models.MODELS) == set(REFERENCE_PARAMS_10) == set(TEST_WIDTHS)
 
 
 @pytest.mark.parametrize("name", sorted(REFERENCE_PARAMS_10))
 def test_parameter_count_of_the_published_cifar_variant(name):
-    assert zoo.param_count(zoo.build(name, num_classes=10)) == REFERENCE_PARAMS_10[name]
+    assert models.param_count(models.build(name, num_classes=10)) == REFERENCE_PARAMS_10[name]
 
 
 # XLA:CPU spends its compile time optimising code; these tiny steps do not need it.
@@ -150,16 +150,16 @@ def test_config_file_per_model(name):
 def test_budget_refuses_a_model_over_max_param_mb():
     config = load_config_file(str(REPO / "configs" / "resnet152.py"))  # 233.4 MB
     with pytest.raises(ConfigError, match=r"model resnet152 .* 233\.4 MB .*--config\.max_param_mb"):
-        zoo.check_param_budget(config)
+        models.check_param_budget(config)
     with config.unlocked():
         config.max_param_mb = 0.0  # disabled
-    zoo.check_param_budget(config)
-    zoo.check_param_budget(load_config_file(str(REPO / "configs" / "resnet50.py")))  # 94.8 MB: fits
+    models.check_param_budget(config)
+    models.check_param_budget(load_config_file(str(REPO / "configs" / "resnet50.py")))  # 94.8 MB: fits
 
 
 def test_unknown_model_is_a_one_line_config_error():
     with pytest.raises(ConfigError, match="model='resnet1000' is unknown; set --config.model to one of resnet9, "):
-        zoo.check_param_budget(smoke_config(model="resnet1000"))
+        models.check_param_budget(smoke_config(model="resnet1000"))
 
 
 def test_train_cli_refuses_an_oversized_model_before_writing(tmp_path, capsys):
