@@ -18,6 +18,7 @@ WEIGHT_DECAY_MODES = ("l2", "adamw")
 
 def _one_cycle(total_steps: int, pct_start: float, start: float, peak: float, end: float):
     """A cosine one-cycle schedule with torch's phase boundaries (float steps, as torch uses)."""
+    # Not optax.cosine_onecycle_schedule: torch's phases end at steps pct*T - 1 and T - 1, optax's at int(pct*T) and T.
     peak_step = float(pct_start * total_steps) - 1
     last_step = float(total_steps) - 1
     return optax.piecewise_interpolate_schedule(
@@ -28,7 +29,16 @@ def _one_cycle(total_steps: int, pct_start: float, start: float, peak: float, en
 
 
 def one_cycle_schedules(config, total_steps: int):
-    """(learning_rate, beta1) schedules of the optimizer step, as torch's OneCycleLR gives them."""
+    """The learning rate and Adam beta1 schedules of torch's OneCycleLR.
+
+    Args:
+      config: a run config (`learning_rate`, `pct_start`, `div_factor`, `final_div_factor`,
+        `beta1_max`, `beta1_min`).
+      total_steps: optimizer steps of the whole run.
+
+    Returns:
+      (learning_rate, beta1): optax schedules, functions of the optimizer step.
+    """
     peak_step = config.pct_start * total_steps - 1
     if not 0 < peak_step < total_steps - 1:
         raise ConfigError(
@@ -50,6 +60,7 @@ def one_cycle_schedules(config, total_steps: int):
 
 
 def check_weight_decay_mode(mode: str) -> None:
+    """Raises ConfigError unless `mode` is one of WEIGHT_DECAY_MODES."""
     if mode not in WEIGHT_DECAY_MODES:
         raise ConfigError(
             f"unknown weight_decay_mode {mode!r}; use --config.weight_decay_mode=l2 "
@@ -58,8 +69,17 @@ def check_weight_decay_mode(mode: str) -> None:
 
 
 def make_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformation:
-    """The optimizer the config describes; its state exposes the current `learning_rate`
-    and `b1` under `opt_state.hyperparams`."""
+    """The seed's optimizer: clip -> weight decay (l2) -> Adam -> one-cycle lr, or with
+    `weight_decay_mode="adamw"` the decay after Adam.
+
+    Args:
+      config: a run config (the optimizer keys of configs/default.py, and `num_epochs`).
+      steps_per_epoch: optimizer steps per epoch (the schedule spans num_epochs of them).
+
+    Returns:
+      An optax GradientTransformation; its state exposes the current `learning_rate` and
+      `b1` under `opt_state.hyperparams`.
+    """
     mode = config.weight_decay_mode
     check_weight_decay_mode(mode)
     learning_rate, beta1 = one_cycle_schedules(config, config.num_epochs * steps_per_epoch)

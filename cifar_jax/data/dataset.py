@@ -28,7 +28,15 @@ DATASETS = ("cifar100", "cifar10", "image_folder", "synthetic", "tfds:NAME")
 
 
 def load_dataset(config) -> Dataset:
-    """Reads the dataset that `config.dataset` names (see configs/default.py)."""
+    """Reads the dataset that `config.dataset` names (see configs/default.py).
+
+    Args:
+      config: a run config (`dataset`, `data_dir`, `num_classes`, and the keys of that source).
+
+    Returns:
+      A Dataset of uint8 NHWC images, int labels and class names; raises DataError or
+      ConfigError (one line) when the data is missing or does not match `num_classes`.
+    """
     # Readers are imported here: they import this module (for Dataset), and most runs need one.
     name = config.dataset
     if name in ("cifar100", "cifar10"):
