@@ -174,3 +174,12 @@ def test_a_damaged_config_json_is_refused_and_kept(tmp_path, capsys, content, ex
     assert f"{workdir / 'config.json'} {expected}" in err
     assert (workdir / "config.json").read_bytes() == content
     assert sorted(p.name for p in workdir.iterdir()) == ["config.json"]
+
+
+def test_a_model_variant_is_the_default_config_with_another_model(capsys):
+    variant = load_config_file(f"{REPO / 'configs' / 'default.py'}:resnet18").to_dict()
+    assert variant == load_config_file(str(REPO / "configs" / "resnet18.py")).to_dict()
+    default = load_config_file(str(REPO / "configs" / "default.py")).to_dict()
+    assert {key for key in default if default[key] != variant[key]} == {"model"}
+    err = _error_of(["--config", f"{REPO / 'configs' / 'smoke.py'}:resnet18", "--workdir", "unused"], capsys)
+    assert "get_config('resnet18') in " in err and "smoke.py failed: TypeError" in err
