@@ -160,6 +160,7 @@ def _load_data(config):
 
 
 def _log_model(config, state: TrainState, mesh) -> None:
+    """Logs the model's size, the compute dtype and the devices."""
     count, size = parameter_summary(state.params)
     devices = "1 device" if mesh is None else f"{mesh.size} devices, data parallel"
     if hosts.multi_process():
@@ -241,7 +242,6 @@ def _epoch_record(epoch: int, state, train: dict, test: dict, train_seconds: flo
     }
 
 
-
 def _log_epoch(path: pathlib.Path, record: dict) -> None:
     """Prints the seed's epoch line and appends the record to metrics.jsonl."""
     say(
@@ -252,7 +252,6 @@ def _log_epoch(path: pathlib.Path, record: dict) -> None:
     )
     if hosts.is_primary():
         run_files.append_line(path / METRICS_FILE, json.dumps(record))
-
 
 
 def check_workdir(workdir: str, config) -> pathlib.Path:
@@ -282,7 +281,6 @@ def check_workdir(workdir: str, config) -> pathlib.Path:
     return path
 
 
-
 def _keep_metrics_before(path: pathlib.Path, epoch: int) -> None:
     """Drops metric lines of epochs that a resumed run will train again."""
     file = path / METRICS_FILE
@@ -293,7 +291,6 @@ def _keep_metrics_before(path: pathlib.Path, epoch: int) -> None:
             run_files.write_text_atomically(file, "".join(line + "\n" for line in kept))
 
 
-
 def enable_compilation_cache(cache_dir: str) -> None:
     """Turns on JAX's persistent compilation cache in `cache_dir`, so a rerun of the same
     config loads its compiled steps instead of compiling them. A cache directory set
@@ -302,15 +299,14 @@ def enable_compilation_cache(cache_dir: str) -> None:
         jax.config.update("jax_compilation_cache_dir", os.path.expanduser(cache_dir))
 
 
-
 def say(text: str) -> None:
     """Prints a line of the run's log (above the progress bar), in the primary process only."""
     if hosts.is_primary():
         tqdm.write(text)
 
 
-
 def main(argv: list[str] | None = None) -> int:
+    """The command: 0 when done, 2 on a one-line error, 128 + N on signal N."""
     try:
         hosts.initialize_from_env()  # several processes: JAX_NUM_PROCESSES etc. (cifar_jax.hosts)
         config, workdir = parse_command_line(sys.argv[1:] if argv is None else argv)
