@@ -12,8 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cifar_jax import multistep
-from cifar_jax import faults, train
+from cifar_jax import faults, multistep, train
 from cifar_jax.train import train_and_evaluate
 from tests.conftest import REPO
 
