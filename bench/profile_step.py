@@ -4,7 +4,7 @@ the device's own per-kernel times from a profiler trace.
     python bench/profile_step.py                    # seed model, batch 256, every variant
     python bench/profile_step.py --width 0.125 --batch-size 32 --steps 4 --variants base,sgd  # CPU smoke
 
-Each variant runs `--steps` train steps in one compiled call (cifar_jax.epoch's scan, the
+Each variant runs `--steps` train steps in one compiled call (cifar_jax.multistep's scan, the
 data resident on the device, as `python -m cifar_jax.train` runs them) and reports the
 median over `--repeats` calls in ms per step, with the first call's seconds (compiling)
 apart. Variants (all float32 unless named):
@@ -46,7 +46,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from cifar_jax import models  # noqa: E402
 from cifar_jax.config import load_config_file  # noqa: E402
-from cifar_jax.steps import _eval_step, _train_step, create_train_state  # noqa: E402
+from cifar_jax.steps import create_train_state, eval_step, train_step  # noqa: E402
 
 VARIANTS = ("base", "bf16", "highest", "tf32", "no_augment", "no_mask", "sgd", "flat_adam", "flax_bn",
             "batch2x", "eval")
@@ -107,8 +107,8 @@ def _compiled_call(variant):
             if variant not in ("no_mask", "flax_bn"):
                 batch["mask"] = batch_mask
             if variant == "eval":
-                return state, _eval_step(state, batch)["loss"]
-            state, metrics = _train_step(state, batch, rng)
+                return state, eval_step(state, batch)["loss"]
+            state, metrics = train_step(state, batch, rng)
             return state, metrics["loss"]
 
         return jax.lax.scan(body, state, (order, mask))

@@ -7,7 +7,7 @@ For float32 and bfloat16 compute, prints images per second and seconds per epoch
 median of --epochs timed epochs, after one untimed epoch that compiles), and the first
 epoch's seconds, which include compilation. "plain" is a per-step Python loop: indices
 sent from the host every step, one jit call per step. "epoch" is what
-`python -m cifar_jax.train` runs: cifar_jax.epoch's scanned steps, data on the device.
+`python -m cifar_jax.train` runs: cifar_jax.multistep's scanned steps, data on the device.
 Synthetic random images: the speed of a step does not depend on what the pixels show.
 """
 from __future__ import annotations
@@ -24,10 +24,9 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from cifar_jax import epoch as fast  # noqa: E402
+from cifar_jax import multistep  # noqa: E402
 from cifar_jax.config import load_config_file  # noqa: E402
 from cifar_jax.steps import create_train_state, train_step  # noqa: E402
-from cifar_jax.train import train_epoch  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -61,13 +60,13 @@ def measure(mode, dtype, args):
     labels = jnp.asarray(rng.integers(0, args.num_classes, n).astype(np.int32))
     state = jax.device_put(create_train_state(jax.random.key(0), config, steps))
     key, data_key = jax.random.key(1), jax.random.key(2)
-    calls = steps // fast.scan_length(steps, args.calls_per_epoch)
+    calls = steps // multistep.scan_length(steps, args.calls_per_epoch)
 
     def one_epoch(state, epoch):
         if mode == "plain":
             return plain_epoch(state, images, labels, epoch, args.batch_size, key)
-        order, mask = fast.epoch_order(data_key, epoch, n, args.batch_size)
-        state, _ = train_epoch(state, images, labels, order, mask, key, calls, "", None)
+        order, mask = multistep.epoch_order(data_key, epoch, n, args.batch_size)
+        state, _ = multistep.train_epoch(state, images, labels, order, mask, key, calls, "", None)
         return state
 
     times = []

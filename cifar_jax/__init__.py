@@ -10,7 +10,7 @@ from cifar_jax.data import Dataset, load_dataset
 from cifar_jax.errors import CifarJaxError, ConfigError, DataError
 from cifar_jax.models import ResNet9
 from cifar_jax.optim import make_optimizer, one_cycle_schedules
-from cifar_jax.steps import TrainState, create_model, create_train_state, eval_step, train_step
+from cifar_jax.steps import StepConfig, TrainState, create_model, create_train_state, eval_step, train_step
 
 __all__ = [
     "CifarJaxError",
@@ -18,6 +18,7 @@ __all__ = [
     "DataError",
     "Dataset",
     "ResNet9",
+    "StepConfig",
     "TrainState",
     "augment",
     "create_model",

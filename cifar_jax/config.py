@@ -20,19 +20,35 @@ _FALSE = {"false", "0", "no", "off"}
 
 
 def load_config_file(path: str) -> ml_collections.ConfigDict:
-    """Runs a config file and returns its `get_config()`."""
-    file = pathlib.Path(path)
+    """Runs a config file and returns its `get_config()`.
+
+    Args:
+      path: a Python file defining `get_config()`, optionally followed by `:ARG`, which is
+        passed as `get_config(ARG)` (ml_collections' config_flags convention), e.g.
+        `configs/default.py:resnet18`.
+
+    Returns:
+      The ConfigDict `get_config` returns (not yet validated: see validate_config).
+    """
+    file, arg = pathlib.Path(path), None
+    if not file.is_file() and ":" in path:
+        head, _, arg = path.rpartition(":")
+        file = pathlib.Path(head)
     if not file.is_file():
         raise ConfigError(f"config file {_shown(path)} does not exist; pass e.g. --config configs/default.py")
     try:
         namespace = runpy.run_path(str(file))
     except Exception as error:  # the file is the user's code: report, don't crash
-        raise ConfigError(f"config file {path} failed to run: {type(error).__name__}: {error}")
+        raise ConfigError(f"config file {file} failed to run: {type(error).__name__}: {error}")
     if "get_config" not in namespace:
-        raise ConfigError(f"config file {path} has no get_config(); define one returning a ConfigDict")
-    config = namespace["get_config"]()
+        raise ConfigError(f"config file {file} has no get_config(); define one returning a ConfigDict")
+    call = "get_config()" if arg is None else f"get_config({arg!r})"
+    try:
+        config = namespace["get_config"]() if arg is None else namespace["get_config"](arg)
+    except Exception as error:
+        raise ConfigError(f"{call} in {file} failed: {type(error).__name__}: {error}")
     if not isinstance(config, ml_collections.ConfigDict):
-        raise ConfigError(f"get_config() in {path} must return an ml_collections.ConfigDict")
+        raise ConfigError(f"{call} in {file} must return an ml_collections.ConfigDict")
     return config
 
 

@@ -9,7 +9,6 @@ config (or --config FILE's) giving the dataset, classes and width.
 """
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import pathlib
@@ -21,11 +20,12 @@ import numpy as np
 
 from cifar_jax import checkpoint
 from cifar_jax.augment import normalize
+from cifar_jax.cli_common import ArgumentParser, quiet_orbax
 from cifar_jax.errors import CifarJaxError
-from cifar_jax.steps import create_model
 # The loop's fixed-size padded batching (one compiled shape for every batch).
-from cifar_jax.epoch import pad_to_batches
-from cifar_jax.train import parameter_summary
+from cifar_jax.multistep import pad_to_batches
+from cifar_jax.models import parameter_summary
+from cifar_jax.steps import create_model
 
 
 @functools.partial(jax.jit, static_argnames=("model", "mean", "std"))
@@ -73,7 +73,7 @@ def _torch_variables(path, workdir, config_file):
     from cifar_jax.convert import load_torch_weights
 
     config = load_config_file(config_file) if config_file else checkpoint.load_run_config(workdir)
-    if config.get("model", "resnet9") != "resnet9":
+    if config.model != "resnet9":
         raise CifarJaxError(f"--torch-weights converts the seed's ResNet9 only, not model={config.model}")
     variables = load_torch_weights(path, num_classes=config.num_classes, width=config.width)
     info = {"path": str(path), "step": None, "epoch": None, "param_bytes": pathlib.Path(path).stat().st_size}
@@ -152,24 +152,8 @@ def format_report(result: dict) -> str:
     return "\n".join(lines)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line and exit 2, like the other commands
-        usage = " ".join(self.format_usage().split()).removeprefix("usage: ")
-        raise CifarJaxError(f"{message}; usage: {usage}")
-
-
-def _quiet_orbax() -> None:
-    """Orbax logs INFO/WARNING lines through absl (e.g. 'directory is read only')."""
-    try:
-        from absl import logging as absl_logging
-
-        absl_logging.set_verbosity(absl_logging.ERROR)
-    except ImportError:
-        pass
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = _Parser(prog="python -m cifar_jax.evaluate", description=__doc__.splitlines()[2])
+    parser = ArgumentParser(prog="python -m cifar_jax.evaluate", description=__doc__.splitlines()[2])
     parser.add_argument("--workdir", help="the --workdir of a training run")
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--step", type=int, help="the train step of a checkpoint (default: latest)")
@@ -182,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(sys.argv[1:] if argv is None else argv)
         if not args.workdir and not (args.torch_weights and args.config):
             parser.error("pass --workdir DIR (or --torch-weights FILE with --config FILE)")
-        _quiet_orbax()
+        quiet_orbax()
         result = evaluate_run(args.workdir, args.step, args.best, args.batch_size,
                               torch_weights=args.torch_weights, config_file=args.config)
     except CifarJaxError as error:

@@ -63,8 +63,16 @@ def _one_cycle(total_steps: int, pct_start: float, start: float, peak: float, en
 
 
 def one_cycle_schedules(config, total_steps: int):
-    """(learning_rate, beta1) schedules of the optimizer step, as torch's OneCycleLR gives them
-    (with SGD the second one is the momentum)."""
+    """The learning rate and Adam beta1 schedules of torch's OneCycleLR.
+
+    Args:
+      config: a run config (`learning_rate`, `pct_start`, `div_factor`, `final_div_factor`,
+        `beta1_max`, `beta1_min`).
+      total_steps: optimizer steps of the whole run.
+
+    Returns:
+      (learning_rate, beta1): optax schedules, functions of the optimizer step.
+    """
     peak_step = config.pct_start * total_steps - 1
     if not 0 < peak_step < total_steps - 1:
         raise ConfigError(
@@ -135,6 +143,7 @@ def schedules(config, steps_per_epoch: int):
 
 
 def check_weight_decay_mode(mode: str) -> None:
+    """Raises ConfigError unless `mode` is one of WEIGHT_DECAY_MODES."""
     if mode not in WEIGHT_DECAY_MODES:
         raise ConfigError(
             f"unknown weight_decay_mode {mode!r}; use --config.weight_decay_mode=l2 "
@@ -206,12 +215,20 @@ def current_learning_rate(opt_state) -> jax.Array:
 
 
 def make_optimizer(config, steps_per_epoch: int, head_key: str | None = None) -> optax.GradientTransformation:
-    """The optimizer the config describes; its state exposes the current `learning_rate`
-    and the momentum (`b1` for Adam, `momentum` for SGD) under `opt_state.hyperparams`.
+    """The optimizer the config describes: clip -> weight decay (l2) -> Adam or SGD momentum
+    -> (adamw decay) -> the schedule's learning rate.
 
-    head_key: the model's top-level parameter key of its head (the zoo's models: "classifier"),
-    needed only when `backbone_lr_mult` != 1 or `freeze_backbone`: every other parameter then
-    gets learning_rate * backbone_lr_mult, or no update at all and no optimizer state.
+    Args:
+      config: a run config (the optimizer keys of configs/default.py, and `num_epochs`).
+      steps_per_epoch: optimizer steps per epoch (the schedules span num_epochs of them).
+      head_key: the model's top-level parameter key of its head (the zoo's models:
+        "classifier"), needed only when `backbone_lr_mult` != 1 or `freeze_backbone`: every
+        other parameter then gets learning_rate * backbone_lr_mult, or no update at all and
+        no optimizer state.
+
+    Returns:
+      An optax GradientTransformation; its state exposes the current `learning_rate` and
+      the momentum (`b1` for Adam, `momentum` for SGD) under `opt_state.hyperparams`.
     """
     check_optimizer_config(config)
     mode = config.weight_decay_mode

@@ -18,8 +18,9 @@ from PIL import Image, UnidentifiedImageError
 
 from cifar_jax import checkpoint
 from cifar_jax.data.pixels import to_rgb32
+from cifar_jax.cli_common import ArgumentParser, quiet_orbax
 from cifar_jax.errors import CifarJaxError
-from cifar_jax.evaluate import _Parser, _quiet_orbax, compute_logits
+from cifar_jax.evaluate import compute_logits
 
 TOP_K = 5
 
@@ -67,7 +68,7 @@ def predict(workdir, paths: Sequence[str], step: Optional[int] = None, best: boo
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _Parser(prog="python -m cifar_jax.predict", description=__doc__.splitlines()[2])
+    parser = ArgumentParser(prog="python -m cifar_jax.predict", description=__doc__.splitlines()[2])
     parser.add_argument("--workdir", required=True, help="the --workdir of a training run")
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--step", type=int, help="the train step of a checkpoint (default: latest)")
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("images", nargs="+", metavar="IMAGE")
     try:
         args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-        _quiet_orbax()
+        quiet_orbax()
         info, results = predict(args.workdir, args.images, args.step, args.best)
     except CifarJaxError as error:
         print(f"error: {error}", file=sys.stderr)

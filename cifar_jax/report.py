@@ -7,7 +7,6 @@ never leaves half a PNG behind.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import pathlib
@@ -16,6 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
+from cifar_jax.cli_common import ArgumentParser
 from cifar_jax.errors import CifarJaxError
 from cifar_jax.run_files import write_error
 
@@ -126,14 +126,8 @@ def write_confusion(path, matrix, class_names: Sequence[str]) -> pathlib.Path:
     return _save(figure, pathlib.Path(path), dpi=150)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line and exit 2, like the other commands
-        usage = " ".join(self.format_usage().split()).removeprefix("usage: ")
-        raise CifarJaxError(f"{message}; usage: {usage}")
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = _Parser(prog="python -m cifar_jax.report", description="Write WORKDIR/curves.png.")
+    parser = ArgumentParser(prog="python -m cifar_jax.report", description="Write WORKDIR/curves.png.")
     parser.add_argument("--workdir", required=True)
     try:
         args = parser.parse_args(sys.argv[1:] if argv is None else argv)

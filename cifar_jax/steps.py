@@ -7,6 +7,7 @@ statistics stay exactly those of the short batch.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import flax.linen as nn
@@ -21,18 +22,37 @@ from cifar_jax.augment import augment, normalize
 from cifar_jax.optim import make_optimizer
 
 
+@dataclasses.dataclass(frozen=True)
+class StepConfig:
+    """What the steps apply to every batch, fixed for a run (static under jit: a change
+    compiles the steps again).
+
+    Attributes:
+      mean, std: per-channel (R, G, B) normalisation of [0, 1] pixels.
+      augment: random crop (reflect pad 4) and horizontal flip in training.
+      skip_nonfinite: True: a step whose loss or gradients are NaN/inf leaves params,
+        batch_stats and opt_state as they were (only `step` advances); False: it is
+        applied, and the loop stops on the step's `finite` metric.
+    """
+
+    mean: tuple = (0.5071, 0.4867, 0.4408)
+    std: tuple = (0.2675, 0.2565, 0.2761)
+    augment: bool = True
+    skip_nonfinite: bool = False
+
+    @classmethod
+    def from_config(cls, config) -> "StepConfig":
+        """The step settings of a run config (`mean`, `std`, `augment`, `skip_nonfinite_steps`)."""
+        return cls(mean=tuple(float(m) for m in config.mean), std=tuple(float(s) for s in config.std),
+                   augment=bool(config.augment), skip_nonfinite=bool(config.skip_nonfinite_steps))
+
+
 class TrainState(train_state.TrainState):
-    """params, batch_stats, opt_state and step, plus what the steps apply to each batch:
-    the normalisation and whether to augment (crop + flip) in training."""
+    """params, batch_stats, opt_state and step (the arrays), plus `step_config`: the
+    static settings the steps apply to each batch."""
 
     batch_stats: Any = None
-    augment: bool = flax.struct.field(pytree_node=False, default=True)
-    mean: tuple = flax.struct.field(pytree_node=False, default=(0.5071, 0.4867, 0.4408))
-    std: tuple = flax.struct.field(pytree_node=False, default=(0.2675, 0.2565, 0.2761))
-    # True: a step whose loss or gradients are NaN/inf leaves params, batch_stats and
-    # opt_state as they were (only `step` advances); False: it is applied, and the loop
-    # stops on the step's `finite` metric.
-    skip_nonfinite: bool = flax.struct.field(pytree_node=False, default=False)
+    step_config: StepConfig = flax.struct.field(pytree_node=False, default=StepConfig())
 
     @property
     def learning_rate(self) -> jax.Array:
@@ -41,21 +61,38 @@ class TrainState(train_state.TrainState):
 
 
 def create_model(config) -> nn.Module:
-    """The config's model: `model` (a name in cifar_jax.models.MODELS) at its `num_classes`,
-    `width` and `dtype`."""
+    """The config's model.
+
+    Args:
+      config: a run config (`model`, a name in cifar_jax.models.MODELS; `num_classes`,
+        `width`, `dtype`).
+
+    Returns:
+      The Flax module, called as `model.apply(variables, images, train=..., mask=...)`.
+    """
     return models.build(config.model, config.num_classes, config.width, config.dtype)
 
 
 def create_train_state(
     rng: jax.Array, config, steps_per_epoch: int, image_shape=(32, 32, 3)
 ) -> TrainState:
-    """A fresh train state: the model, its PyTorch-style init, and the config's optimizer."""
+    """A fresh train state: the model, its PyTorch-style init, and the config's optimizer.
+
+    Args:
+      rng: the key of the parameter init.
+      config: a run config (configs/default.py's keys).
+      steps_per_epoch: optimizer steps per epoch; with `config.num_epochs` it sets the
+        length of the one-cycle schedule.
+      image_shape: (H, W, C) of one input image.
+
+    Returns:
+      A TrainState at step 0 (an int32 array) with `step_config` taken from `config`.
+    """
     model = create_model(config)
-    tx = make_optimizer(config, steps_per_epoch)
+    tx = make_optimizer(config, steps_per_epoch, head_key=models.HEAD_KEY)
 
     # One compiled program instead of hundreds of eagerly dispatched ops (one per
-    # initializer and optimizer buffer): 1.6x (cold cache) to 2.2x (warm) faster for the
-    # default model on a 2-core CPU, and the persistent compilation cache keeps it.
+    # initializer and optimizer buffer); the persistent compilation cache keeps it.
     @jax.jit
     def init(rng):
         variables = model.init(rng, jnp.zeros((1, *image_shape), jnp.float32), train=False)
@@ -71,14 +108,11 @@ def create_train_state(
         batch_stats=batch_stats,
         tx=tx,
         opt_state=opt_state,
-        mean=tuple(config.mean),
-        std=tuple(config.std),
-        augment=config.augment,
-        skip_nonfinite=bool(config.get("skip_nonfinite_steps", False)),
+        step_config=StepConfig.from_config(config),
     )
 
 
-def _mask_of(batch) -> jax.Array:
+def _weights(batch) -> jax.Array:
     mask = batch.get("mask")
     if mask is None:
         return jnp.ones(batch["label"].shape, jnp.float32)
@@ -96,13 +130,28 @@ def _metrics(logits, labels, weight) -> dict:
     }
 
 
-def _train_step(state: TrainState, batch, rng: jax.Array):
-    weight = _mask_of(batch)
+@jax.jit
+def train_step(state: TrainState, batch: dict, rng: jax.Array) -> tuple[TrainState, dict]:
+    """One optimizer step on `batch`, with augmentation if `state.step_config.augment`.
+
+    Args:
+      state: the train state before the step.
+      batch: {"image": uint8 (B, H, W, 3), "label": int (B,), optionally "mask": bool (B,)};
+        masked-out examples count for nothing (loss, gradients, BatchNorm statistics).
+      rng: the run's key. The step folds in `state.step`, so pass the same key every step.
+
+    Returns:
+      (new state, metrics): metrics are scalars: `loss` and `accuracy` over the real
+      examples, their `count`, the `learning_rate` the step used, and `finite` (False when
+      the loss or a gradient was NaN/inf; with `step_config.skip_nonfinite` such a step
+      changes nothing but `step`).
+    """
+    settings = state.step_config
+    weight = _weights(batch)
     mask = batch.get("mask")
-    # One key per step from the run's key, so callers pass the same key every step.
     step_rng = jax.random.fold_in(rng, state.step)
-    images = augment(step_rng, batch["image"]) if state.augment else batch["image"]
-    images = normalize(images, state.mean, state.std)
+    images = augment(step_rng, batch["image"]) if settings.augment else batch["image"]
+    images = normalize(images, settings.mean, settings.std)
 
     def loss_fn(params):
         logits, updates = state.apply_fn(
@@ -120,31 +169,30 @@ def _train_step(state: TrainState, batch, rng: jax.Array):
     finite = jnp.isfinite(metrics["loss"]) & jnp.all(
         jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
     new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
-    if state.skip_nonfinite:
+    if settings.skip_nonfinite:
         new_state = new_state.replace(**{
             name: jax.tree.map(lambda new, old: jnp.where(finite, new, old),
                                getattr(new_state, name), getattr(state, name))
             for name in ("params", "batch_stats", "opt_state")})
-    state = new_state
-    metrics["learning_rate"] = state.learning_rate
+    metrics["learning_rate"] = new_state.learning_rate
     metrics["finite"] = finite
-    return state, metrics
+    return new_state, metrics
 
 
-def _eval_step(state: TrainState, batch):
-    images = normalize(batch["image"], state.mean, state.std)
+@jax.jit
+def eval_step(state: TrainState, batch: dict) -> dict:
+    """The model in inference mode (running BatchNorm statistics, no augmentation) on `batch`.
+
+    Args:
+      state: a train state (only params, batch_stats and step_config are read).
+      batch: as for `train_step`; masked-out examples count for nothing.
+
+    Returns:
+      Scalars `loss` and `accuracy` over the real examples, and their `count`.
+    """
+    settings = state.step_config
+    images = normalize(batch["image"], settings.mean, settings.std)
     logits = state.apply_fn(
         {"params": state.params, "batch_stats": state.batch_stats}, images, train=False
     )
-    return _metrics(logits, batch["label"], _mask_of(batch))
-
-
-train_step = jax.jit(_train_step)
-train_step.__doc__ = """One optimizer step on `batch` with augmentation; returns (state, metrics).
-
-`rng` is the run's key: the step folds in `state.step`, so pass the same key every step.
-metrics: loss and accuracy over the real (unmasked) examples, their count, and the
-learning rate the step used."""
-
-eval_step = jax.jit(_eval_step)
-eval_step.__doc__ = """Loss, accuracy and count on `batch` in inference mode, no augmentation."""
+    return _metrics(logits, batch["label"], _weights(batch))

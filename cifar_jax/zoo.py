@@ -14,8 +14,7 @@ import sys
 import jax
 import jax.numpy as jnp
 
-# check_param_budget: cifar_jax.train still calls it as zoo.check_param_budget.
-from cifar_jax.models import IMAGE_SHAPE, MODELS, build, check_param_budget, param_count  # noqa: F401
+from cifar_jax.models import IMAGE_SHAPE, MODELS, build, param_count
 
 
 def forward_gflops(model, image_shape=IMAGE_SHAPE) -> float:

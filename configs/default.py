@@ -3,16 +3,19 @@
 Every hyperparameter lives here; override any of them on the command line with
 `--config.KEY=VALUE`, e.g. `--config.num_epochs=10`.
 
-The other models' configs (resnet18.py, ..., efficientnet_b0.py) change only `model`:
-the optimizer, schedule, epochs, batch size and augmentation stay this recipe, so the
-models compare on one pipeline. It is not tuned for them: their usual CIFAR recipe
+Another model on the same recipe: `--config configs/default.py:resnet18` (the part after
+':' is passed to `get_config`, as in ml_collections' config_flags; configs/resnet18.py, ...,
+efficientnet_b0.py are the same under their own names). Only `model` changes: the
+optimizer, schedule, epochs, batch size and augmentation stay this recipe, so the models
+compare on one pipeline. It is not tuned for them: their usual CIFAR recipe
 (kuangliu/pytorch-cifar: SGD, lr 0.1, momentum 0.9, weight decay 5e-4, cosine over 200
 epochs) is configs/sgd.py.
 """
 import ml_collections
 
 
-def get_config() -> ml_collections.ConfigDict:
+def get_config(model: str = "") -> ml_collections.ConfigDict:
+    """The seed recipe; with `model` (e.g. "resnet18"), that model on the same recipe."""
     config = ml_collections.ConfigDict()
 
     # Data (docs/data.md).
@@ -41,8 +44,8 @@ def get_config() -> ml_collections.ConfigDict:
 
     # Model.
     # resnet9 (the seed's) | resnet18 | resnet50 | resnet152 | vgg16 | mobilenet_v2 |
-    # efficientnet_b0: `python -m cifar_jax.zoo --list` prints their sizes; configs/NAME.py.
-    config.model = "resnet9"
+    # efficientnet_b0: `python -m cifar_jax.zoo --list` prints their sizes.
+    config.model = model or "resnet9"
     # Refuse a model with more float32 parameter MB than this (the seed's 100 MB size
     # constraint); 0 disables the check.
     config.max_param_mb = 100.0

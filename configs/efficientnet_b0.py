@@ -2,16 +2,13 @@
 16.5 MB at 100 classes; dropout 0.2 and stochastic depth up to 0.2 are torchvision's
 defaults, fixed in the model (cifar_jax/models/efficientnet.py).
 
-Otherwise the seed recipe, untuned for this model (why: configs/default.py).
+Otherwise the seed recipe, untuned for this model (why: configs/default.py): the same as
+`--config configs/default.py:efficientnet_b0`.
 """
 import pathlib
-import runpy
 
-# Loaded by path so the file works wherever it is run from, like configs/smoke.py.
-_default = runpy.run_path(str(pathlib.Path(__file__).with_name("default.py")))
+from cifar_jax.config import load_config_file
 
 
 def get_config():
-    config = _default["get_config"]()
-    config.model = "efficientnet_b0"
-    return config
+    return load_config_file(f"{pathlib.Path(__file__).with_name('default.py')}:efficientnet_b0")

@@ -3,17 +3,14 @@
 Over the seed's 100 MB size constraint: with the default max_param_mb this config is
 refused before anything runs. Pass --config.max_param_mb=0 (or 250) to train it anyway.
 
-Otherwise the seed recipe, untuned for this model (why: configs/default.py).
+Otherwise the seed recipe, untuned for this model (why: configs/default.py): the same as
+`--config configs/default.py:resnet152`.
 """
 import pathlib
-import runpy
 
-# Loaded by path so the file works wherever it is run from, like configs/smoke.py.
-_default = runpy.run_path(str(pathlib.Path(__file__).with_name("default.py")))
+from cifar_jax.config import load_config_file
 
 
 def get_config():
-    config = _default["get_config"]()
-    config.model = "resnet152"
     # The seed's 100 MB budget (max_param_mb, from configs/default.py) is kept on purpose.
-    return config
+    return load_config_file(f"{pathlib.Path(__file__).with_name('default.py')}:resnet152")

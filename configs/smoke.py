@@ -1,13 +1,11 @@
 """A tiny offline run on synthetic data: a few seconds on a laptop CPU."""
 import pathlib
-import runpy
 
-# Loaded by path so the file works wherever it is run from, like configs/default.py.
-_default = runpy.run_path(str(pathlib.Path(__file__).with_name("default.py")))
+from cifar_jax.config import load_config_file
 
 
 def get_config():
-    config = _default["get_config"]()
+    config = load_config_file(str(pathlib.Path(__file__).with_name("default.py")))
     config.dataset = "synthetic"
     config.num_classes = 10
     config.synthetic_train_size = 512

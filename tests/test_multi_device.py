@@ -12,7 +12,7 @@ from tests.conftest import REPO
 SCRIPT = textwrap.dedent(
     """
     import jax, jax.numpy as jnp, numpy as np, optax
-    from cifar_jax import epoch as fast
+    from cifar_jax import multistep
     from cifar_jax.config import load_config_file
     from cifar_jax.steps import create_train_state
     from cifar_jax.train import train_and_evaluate
@@ -28,15 +28,15 @@ SCRIPT = textwrap.dedent(
     images = rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8)
     labels = (np.arange(40) % 10).astype(np.int32)
     # 40 examples in batches of 16: the last batch has 8 real ones, 2 per device.
-    order, mask = fast.epoch_order(jax.random.key(1), 0, 40, 16)
+    order, mask = multistep.epoch_order(jax.random.key(1), 0, 40, 16)
     key = jax.random.key(2)
 
     def run(mesh):
-        placed = fast.replicate((jax.tree.map(jnp.copy, state), images, labels), mesh)
-        return fast.train_steps(*placed, order, mask, key, sharding=fast.batch_sharding(mesh))
+        placed = multistep.replicate((jax.tree.map(jnp.copy, state), images, labels), mesh)
+        return multistep.train_steps(*placed, order, mask, key, sharding=multistep.batch_sharding(mesh))
 
     one, m1 = run(None)
-    mesh = fast.data_mesh()
+    mesh = multistep.data_mesh()
     four, m4 = run(mesh)
     assert mesh.size == 4
     assert len(four.params["conv1"]["Conv_0"]["kernel"].sharding.device_set) == 4

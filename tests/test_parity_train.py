@@ -35,7 +35,7 @@ from cifar_jax.config import load_config_file  # noqa: E402
 from cifar_jax.convert import state_dict_to_variables, variables_to_state_dict  # noqa: E402
 from cifar_jax.data.synthetic import make_synthetic  # noqa: E402
 from cifar_jax.optim import make_optimizer, one_cycle_schedules  # noqa: E402
-from cifar_jax.steps import TrainState, create_model, train_step  # noqa: E402
+from cifar_jax.steps import StepConfig, TrainState, create_model, train_step  # noqa: E402
 from tests.conftest import REPO  # noqa: E402
 
 STEPS_PER_EPOCH, EPOCHS, BATCH = 10, 2, 16
@@ -141,8 +141,7 @@ def run():
     first = state_dict_to_variables(snapshots[0]["state_dict"])
     template = TrainState.create(
         apply_fn=create_model(config).apply, params=first["params"], batch_stats=first["batch_stats"],
-        tx=make_optimizer(config, STEPS_PER_EPOCH), mean=tuple(config.mean), std=tuple(config.std),
-        augment=config.augment)
+        tx=make_optimizer(config, STEPS_PER_EPOCH), step_config=StepConfig.from_config(config))
     rng = jax.random.key(1)
     forced = []
     for step in range(total):

@@ -12,8 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cifar_jax import epoch as fast
-from cifar_jax import faults, train
+from cifar_jax import faults, multistep, train
 from cifar_jax.train import train_and_evaluate
 from tests.conftest import REPO
 
@@ -105,21 +104,21 @@ def test_sigint_mid_epoch_saves_the_last_finished_epoch_and_exits_130(tmp_path, 
     workdir = tmp_path / "run"
     argv = ["--config", str(REPO / "configs" / "smoke.py"), "--workdir", str(workdir),
             "--config.checkpoint_every_epochs=2"]
-    real = fast.train_steps
+    real = multistep.train_steps
 
     def ctrl_c_at_step_11(state, *args, **kwargs):
         if int(state.step) == 11:
             os.kill(os.getpid(), signal.SIGINT)
         return real(state, *args, **kwargs)
 
-    monkeypatch.setattr(fast, "train_steps", ctrl_c_at_step_11)
+    monkeypatch.setattr(multistep, "train_steps", ctrl_c_at_step_11)
     assert train.main(argv) == 130
     captured = capsys.readouterr()
     assert "Epoch [1]" not in captured.out
     assert "interrupted by SIGINT: checkpoint step 8 (after epoch 0)" in captured.err
     assert _steps_on_disk(workdir) == [8]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
-    monkeypatch.setattr(fast, "train_steps", real)
+    monkeypatch.setattr(multistep, "train_steps", real)
     assert train.main(argv) == 0
     assert "Resuming after epoch 0 (step 8)" in capsys.readouterr().out
     _assert_same_run(workdir, straight_dir)
@@ -130,7 +129,7 @@ def test_sigint_mid_epoch_saves_the_last_finished_epoch_and_exits_130(tmp_path, 
 
 def _poison_labels(steps):
     """train_steps whose batches get out-of-range labels (NaN loss) at these global steps."""
-    real = fast.train_steps
+    real = multistep.train_steps
 
     def poisoned(state, images, labels, *args, **kwargs):
         if int(state.step) in steps:
@@ -142,7 +141,7 @@ def _poison_labels(steps):
 
 def test_a_nan_loss_stops_at_once_without_saving_the_bad_state(tmp_path, monkeypatch, capsys):
     workdir = tmp_path / "run"
-    monkeypatch.setattr(fast, "train_steps", _poison_labels(range(12, 100)))
+    monkeypatch.setattr(multistep, "train_steps", _poison_labels(range(12, 100)))
     with pytest.raises(faults.NonFiniteError) as error:
         train_and_evaluate(_smoke(), str(workdir))
     message = str(error.value)
@@ -154,7 +153,7 @@ def test_a_nan_loss_stops_at_once_without_saving_the_bad_state(tmp_path, monkeyp
     assert not (workdir / ".lock").exists()
     # The CLI prints it as one line and exits 2.
     argv = ["--config", str(REPO / "configs" / "smoke.py"), "--workdir", str(tmp_path / "cli")]
-    monkeypatch.setattr(fast, "train_steps", _poison_labels(range(0, 100)))
+    monkeypatch.setattr(multistep, "train_steps", _poison_labels(range(0, 100)))
     capsys.readouterr()
     assert train.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -165,7 +164,7 @@ def test_a_nan_loss_stops_at_once_without_saving_the_bad_state(tmp_path, monkeyp
 @pytest.mark.slow  # compiles the skipping variant of the train step
 def test_skip_nonfinite_steps_skips_and_counts_them(tmp_path, monkeypatch, capsys):
     workdir = tmp_path / "run"
-    monkeypatch.setattr(fast, "train_steps", _poison_labels(range(12, 16)))
+    monkeypatch.setattr(multistep, "train_steps", _poison_labels(range(12, 16)))
     state = train_and_evaluate(_smoke(skip_nonfinite_steps=True), str(workdir))
     records = _records(workdir)
     assert [r["skipped_steps"] for r in records] == [0, 4, 0]

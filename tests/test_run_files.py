@@ -83,4 +83,4 @@ def test_a_disk_full_during_training_loses_nothing(disk, monkeypatch, capsys):
     # Space freed, the same command trains: the workdir was left resumable.
     for filler in disk.glob("filler-*"):
         filler.unlink()
-    train._check_workdir(str(workdir), train.parse_command_line(_argv(workdir))[0])
+    train.check_workdir(str(workdir), train.parse_command_line(_argv(workdir))[0])

@@ -1,3 +1,5 @@
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -5,8 +7,9 @@ import optax
 import pytest
 
 from cifar_jax.augment import normalize
-from cifar_jax import epoch as fast
+from cifar_jax import multistep
 from cifar_jax.steps import create_train_state, eval_step, train_step
+from tests.compiles import count_compilations
 
 
 @pytest.fixture
@@ -57,14 +60,14 @@ def test_scanned_steps_equal_single_steps_and_compile_once(state):
     labels = jnp.arange(100) % 10
     rng = jax.random.key(0)
     # Two epochs of 100 examples in batches of 64: the second batch is short (36 real).
-    order, mask = fast.epoch_order(jax.random.key(5), 0, 100, 64)
+    order, mask = multistep.epoch_order(jax.random.key(5), 0, 100, 64)
     assert mask.sum(axis=1).tolist() == [64, 36]
     expected = state
     for indices, batch_mask in zip(order, mask):
         batch = {"image": images[indices], "label": labels[indices], "mask": batch_mask}
         expected, expected_metrics = train_step(expected, batch, rng)
-    before = fast.train_steps._cache_size()
-    scanned, metrics = fast.train_steps(state, images, labels, order, mask, rng)
+    with count_compilations() as compiled:
+        scanned, metrics = multistep.train_steps(state, images, labels, order, mask, rng)
     assert metrics["count"].tolist() == [64, 36]
     np.testing.assert_allclose(metrics["loss"][-1], expected_metrics["loss"], rtol=1e-5)
     # Adam's first steps move each weight by about +-lr whatever the gradient's size, so
@@ -76,9 +79,10 @@ def test_scanned_steps_equal_single_steps_and_compile_once(state):
     np.testing.assert_allclose(a, b, atol=2 * 2 * 1e-2 / 25)
     assert np.mean(np.isclose(a, b, rtol=1e-5, atol=1e-6)) > 0.999
     # Another epoch (a new order, the same shapes) reuses the compiled call.
-    order, mask = fast.epoch_order(jax.random.key(5), 1, 100, 64)
-    scanned, _ = fast.train_steps(scanned, images, labels, order, mask, rng)
-    assert fast.train_steps._cache_size() == before + 1
+    order, mask = multistep.epoch_order(jax.random.key(5), 1, 100, 64)
+    with count_compilations() as compiled_again:
+        scanned, _ = multistep.train_steps(scanned, images, labels, order, mask, rng)
+    assert compiled["train_steps"] == 1 and compiled_again["train_steps"] == 0
     assert int(scanned.step) == 4
 
 
@@ -99,7 +103,7 @@ def test_eval_step_sees_no_augmentation(state):
     metrics = eval_step(state, {"image": jnp.asarray(images), "label": jnp.asarray(labels)})
     logits = state.apply_fn(
         {"params": state.params, "batch_stats": state.batch_stats},
-        normalize(jnp.asarray(images), state.mean, state.std),
+        normalize(jnp.asarray(images), state.step_config.mean, state.step_config.std),
         train=False,
     )
     expected = np.mean(np.argmax(np.asarray(logits), -1) == labels)
@@ -114,12 +118,12 @@ def test_eval_step_sees_no_augmentation(state):
 def test_eval_batches_count_only_real_examples(state):
     images = jnp.asarray(_constant_images(10))
     labels = jnp.arange(10) % 10
-    order, mask = fast.pad_to_batches(jnp.arange(3), 2)
-    metrics = fast.eval_batches(state, images, labels, order, mask)
+    order, mask = multistep.pad_to_batches(jnp.arange(3), 2)
+    metrics = multistep.eval_batches(state, images, labels, order, mask)
     direct = eval_step(state, {"image": images[:3], "label": labels[:3]})
     assert metrics["count"].tolist() == [2, 1]
-    np.testing.assert_allclose(fast.weighted_mean(metrics, "loss"), direct["loss"], rtol=1e-6)
-    np.testing.assert_allclose(fast.weighted_mean(metrics, "accuracy"), direct["accuracy"])
+    np.testing.assert_allclose(multistep.weighted_mean(metrics, "loss"), direct["loss"], rtol=1e-6)
+    np.testing.assert_allclose(multistep.weighted_mean(metrics, "accuracy"), direct["accuracy"])
 
 
 def test_augment_switch_turns_crop_and_flip_off(state):
@@ -128,7 +132,7 @@ def test_augment_switch_turns_crop_and_flip_off(state):
         "image": jnp.asarray(rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)),
         "label": jnp.asarray(rng.integers(0, 10, 16)),
     }
-    plain = state.replace(augment=False)
+    plain = state.replace(step_config=dataclasses.replace(state.step_config, augment=False))
     # Without augmentation the step's input no longer depends on the key.
     a, _ = train_step(plain, batch, jax.random.key(0))
     b, _ = train_step(plain, batch, jax.random.key(1))

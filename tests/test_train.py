@@ -10,19 +10,19 @@ from PIL import Image
 
 from cifar_jax.config import load_config_file
 from cifar_jax.optim import one_cycle_schedules
-from cifar_jax import epoch as fast
+from cifar_jax import multistep
 from cifar_jax.train import main, train_and_evaluate
 from tests.conftest import REPO
 
 
 def test_epoch_order_is_a_padded_permutation():
     key = jax.random.key(0)
-    order, mask = map(np.asarray, fast.epoch_order(key, 3, 10, 4))
+    order, mask = map(np.asarray, multistep.epoch_order(key, 3, 10, 4))
     assert order.shape == mask.shape == (3, 4)
     assert sorted(order[mask].tolist()) == list(range(10))
     assert mask.sum() == 10 and not mask[-1, 2:].any()
-    again, _ = fast.epoch_order(key, 3, 10, 4)
-    other, _ = fast.epoch_order(key, 4, 10, 4)
+    again, _ = multistep.epoch_order(key, 3, 10, 4)
+    other, _ = multistep.epoch_order(key, 4, 10, 4)
     np.testing.assert_array_equal(order, again)
     assert not np.array_equal(order[mask], np.asarray(other)[mask])
 
@@ -32,7 +32,7 @@ def test_epoch_order_is_a_padded_permutation():
     [(196, 8, 14), (196, 1, 196), (8, 8, 1), (24, 8, 3), (197, 8, 197), (10, 100, 1)],
 )
 def test_steps_per_call_divides_the_epoch(steps, calls, expected):
-    size = fast.steps_per_call(steps, calls)
+    size = multistep.steps_per_call(steps, calls)
     assert size == expected and steps % size == 0
 
 
@@ -174,3 +174,12 @@ def test_a_damaged_config_json_is_refused_and_kept(tmp_path, capsys, content, ex
     assert f"{workdir / 'config.json'} {expected}" in err
     assert (workdir / "config.json").read_bytes() == content
     assert sorted(p.name for p in workdir.iterdir()) == ["config.json"]
+
+
+def test_a_model_variant_is_the_default_config_with_another_model(capsys):
+    variant = load_config_file(f"{REPO / 'configs' / 'default.py'}:resnet18").to_dict()
+    assert variant == load_config_file(str(REPO / "configs" / "resnet18.py")).to_dict()
+    default = load_config_file(str(REPO / "configs" / "default.py")).to_dict()
+    assert {key for key in default if default[key] != variant[key]} == {"model"}
+    err = _error_of(["--config", f"{REPO / 'configs' / 'smoke.py'}:resnet18", "--workdir", "unused"], capsys)
+    assert "get_config('resnet18') in " in err and "smoke.py failed: TypeError" in err

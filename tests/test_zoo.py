@@ -9,7 +9,7 @@ import pytest
 from cifar_jax import checkpoint, models, zoo
 from cifar_jax.config import load_config_file, validate_config
 from cifar_jax.errors import ConfigError
-from cifar_jax.steps import _train_step
+from cifar_jax.steps import train_step
 from cifar_jax.train import main
 from tests.checkpoint_runs import assert_trees_equal, smoke_config, write_config
 from tests.conftest import REPO
@@ -95,10 +95,10 @@ def test_builds_runs_trains_and_checkpoints(name, tmp_path):
 
     def eval_and_train(state, batch, rng):
         # One compiled call per model: the eval forward of the state, then the train step
-        # (cifar_jax.train_step is jax.jit(_train_step)).
+        # (the jitted train_step is inlined into this one).
         variables = {"params": state.params, "batch_stats": state.batch_stats}
         logits = state.apply_fn(variables, batch["image"].astype(jnp.float32) / 255, train=False)
-        return logits, _train_step(state, batch, rng)
+        return logits, train_step(state, batch, rng)
 
     step = jax.jit(eval_and_train).lower(state, batch, jax.random.key(1)).compile(FAST_COMPILE)
 

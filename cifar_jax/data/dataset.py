@@ -15,7 +15,15 @@ __all__ = ["DATASETS", "Dataset", "check_dataset", "load_dataset"]
 
 
 def load_dataset(config) -> Dataset:
-    """Reads the dataset that `config.dataset` names (see configs/default.py)."""
+    """Reads the dataset that `config.dataset` names (see configs/default.py).
+
+    Args:
+      config: a run config (`dataset`, `data_dir`, `num_classes`, and the keys of that source).
+
+    Returns:
+      A Dataset of uint8 NHWC images, int labels and class names; raises DataError or
+      ConfigError (one line) when the data is missing or does not match `num_classes`.
+    """
     name = config.dataset
     if name in ("cifar100", "cifar10"):
         dataset = _load_cifar(name, config)

@@ -27,6 +27,10 @@ from cifar_jax.models.resnet9 import SEED_WIDTHS, ResNet9, seed_channels
 from cifar_jax.models.vgg import VGG16
 
 # name -> builder(num_classes=, width=, dtype=, **attributes) of a module called as (x, train, mask).
+# The top-level parameter key of every model's final classifier: the "head" that
+# backbone_lr_mult and freeze_backbone (cifar_jax.optim) treat apart from the rest.
+HEAD_KEY = "classifier"
+
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "resnet9": ResNet9,
     "resnet18": ResNet18,
@@ -54,6 +58,19 @@ def param_count(model: nn.Module, image_shape=IMAGE_SHAPE) -> int:
     return sum(x.size for x in jax.tree.leaves(shapes["params"]))
 
 
+def parameter_summary(params) -> tuple[int, int]:
+    """Size of a parameter tree.
+
+    Args:
+      params: a tree of arrays (or shapes).
+
+    Returns:
+      (number of parameters, bytes they occupy in their dtypes).
+    """
+    leaves = jax.tree.leaves(params)
+    return sum(x.size for x in leaves), sum(x.size * x.dtype.itemsize for x in leaves)
+
+
 def check_param_budget(config) -> None:
     """Refuses a model whose float32 parameters exceed config.max_param_mb (0: no limit)."""
     model = build(config.model, config.num_classes, config.width, config.dtype)
@@ -69,6 +86,7 @@ def check_param_budget(config) -> None:
 
 
 __all__ = [
+    "HEAD_KEY",
     "IMAGE_SHAPE",
     "MODELS",
     "SEED_WIDTHS",
@@ -83,6 +101,7 @@ __all__ = [
     "build",
     "check_param_budget",
     "param_count",
+    "parameter_summary",
     "seed_channels",
     "torch_uniform",
 ]
