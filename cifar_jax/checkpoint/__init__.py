@@ -13,37 +13,13 @@ The training loop uses `open_manager`, `save`, `wait`, `restore_latest_for_resum
 Modules: `layout` (names, error types, digests; imports no other module here),
 `manager` (the folder, its policy, saving), `restoring` (reading back, integrity checks).
 """
-from cifar_jax.checkpoint.layout import (
-    BEST_METRIC,
-    CHECKPOINT_DIR,
-    CONFIG_FILE,
-    DAMAGED_DIR,
-    FOREIGN_DIR,
-    CheckpointWarning,
-    CheckpointWriteError,
-    DamagedCheckpoint,
-    ForeignCheckpoint,
-)
-from cifar_jax.checkpoint.manager import (
-    RunCheckpoints,
-    checkpoint_settings,
-    close,
-    device_copy,
-    load_run_config,
-    open_manager,
-    save,
-    should_save,
-    wait,
-)
-from cifar_jax.checkpoint.restoring import (
-    Resume,
-    abstract_train_state,
-    available_steps,
-    checkpoint_info,
-    directory_bytes,
-    restore,
-    restore_latest_for_resume,
-)
+from cifar_jax.checkpoint.layout import (BEST_METRIC, CHECKPOINT_DIR, CONFIG_FILE, DAMAGED_DIR, FOREIGN_DIR,
+                                         CheckpointWarning, CheckpointWriteError, DamagedCheckpoint,
+                                         ForeignCheckpoint)
+from cifar_jax.checkpoint.manager import (RunCheckpoints, checkpoint_settings, close, device_copy, load_run_config,
+                                          open_manager, save, should_save, wait)
+from cifar_jax.checkpoint.restoring import (Resume, abstract_train_state, available_steps, checkpoint_info,
+                                            directory_bytes, restore, restore_latest_for_resume)
 
 __all__ = [
     "BEST_METRIC", "CHECKPOINT_DIR", "CONFIG_FILE", "DAMAGED_DIR", "FOREIGN_DIR", "CheckpointWarning",

@@ -18,10 +18,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from cifar_jax import hosts
-from cifar_jax.checkpoint.layout import (
-    ARRAY_ITEMS, BEST_METRIC, CHECKPOINT_DIR, CONFIG_FILE, FORMAT_VERSION, META_FILE, META_ITEM,
-    CheckpointWriteError, digest,
-)
+from cifar_jax.checkpoint.layout import (ARRAY_ITEMS, BEST_METRIC, CHECKPOINT_DIR, CONFIG_FILE, FORMAT_VERSION,
+                                         META_FILE, META_ITEM, CheckpointWriteError, digest)
 from cifar_jax.data.pixels import IMAGE_SIZE
 from cifar_jax.errors import CifarJaxError, ConfigError, one_line
 
@@ -224,20 +222,15 @@ def save(
         steps_per_epoch = step // (epoch + 1)
     keys = {str(name): _key_data(key) for name, key in rngs.items()}
     metrics = _json_value(dict(metrics))
-    meta = {
-        "format": FORMAT_VERSION,
-        "epoch": int(epoch),
-        "next_epoch": int(epoch) + 1,
-        "step": step,
-        "steps_per_epoch": steps_per_epoch,
-        "metrics": metrics,
-        "data_order": _json_value(data_order if data_order is not None
-                                  else {"seed": checkpoints.seed, "next_epoch": int(epoch) + 1}),
-        "rng_impls": {name: impl for name, (_, impl) in keys.items()},
-        "image_shape": [IMAGE_SIZE, IMAGE_SIZE, 3],
-        "class_names": list(class_names) if class_names is not None else None,
-        "config": checkpoints.config,
-    }
+    next_epoch = int(epoch) + 1
+    meta = {"format": FORMAT_VERSION, "epoch": int(epoch), "next_epoch": next_epoch, "step": step,
+            "steps_per_epoch": steps_per_epoch, "metrics": metrics,
+            "data_order": _json_value(data_order if data_order is not None
+                                      else {"seed": checkpoints.seed, "next_epoch": next_epoch}),
+            "rng_impls": {name: impl for name, (_, impl) in keys.items()},
+            "image_shape": [IMAGE_SIZE, IMAGE_SIZE, 3],
+            "class_names": list(class_names) if class_names is not None else None,
+            "config": checkpoints.config}
     train = {"opt_state": state.opt_state, "step": state.step,
              "rngs": {name: data for name, (data, _) in keys.items()}}
     arrays = dict(zip(ARRAY_ITEMS, device_copy((state.params, state.batch_stats, train))))

@@ -17,10 +17,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from cifar_jax import hosts
-from cifar_jax.checkpoint.layout import (
-    ARRAY_ITEMS, BEST_METRIC, CONFIG_FILE, DAMAGED_DIR, FOREIGN_DIR, FORMAT_VERSION, META_ITEM,
-    CheckpointWarning, DamagedCheckpoint, ForeignCheckpoint, digest, tree_paths,
-)
+from cifar_jax.checkpoint.layout import (ARRAY_ITEMS, BEST_METRIC, CONFIG_FILE, DAMAGED_DIR, FOREIGN_DIR,
+                                         FORMAT_VERSION, META_ITEM, CheckpointWarning, DamagedCheckpoint,
+                                         ForeignCheckpoint, digest, tree_paths)
 from cifar_jax.checkpoint.manager import MetaRestore, RunCheckpoints, load_run_config, open_reader, wait
 from cifar_jax.config import training_changes
 from cifar_jax.data.pixels import IMAGE_SIZE
@@ -187,15 +186,10 @@ def restore_latest_for_resume(checkpoints: RunCheckpoints, template_state) -> Op
             hosts.sync("cifar_jax: skipped checkpoints moved aside")
             manager.reload()
         impls = meta.get("rng_impls") or {}
-        return Resume(
-            state=_with_restored(template_state, items),
-            rngs={name: jax.random.wrap_key_data(data, impl=impls[name]) if impls.get(name) else data
-                  for name, data in items["train"]["rngs"].items()},
-            next_epoch=int(meta["epoch"]) + 1,
-            step=int(meta["step"]),
-            data_order=meta["data_order"],
-            metrics=meta["metrics"],
-        )
+        rngs = {name: jax.random.wrap_key_data(data, impl=impls[name]) if impls.get(name) else data
+                for name, data in items["train"]["rngs"].items()}
+        return Resume(_with_restored(template_state, items), rngs, int(meta["epoch"]) + 1, int(meta["step"]),
+                      meta["data_order"], meta["metrics"])
     if skipped and all(isinstance(bad, ForeignCheckpoint) for bad in skipped):
         raise skipped[0]  # every checkpoint disagrees: the config changed, nothing is damaged
     if skipped:
@@ -267,16 +261,9 @@ def checkpoint_info(workdir, step: Optional[int] = None, best: bool = False) -> 
     finally:
         manager.close()
     folder = pathlib.Path(manager.directory) / str(step)
-    return {
-        "step": step,
-        "epoch": meta["epoch"],
-        "metrics": meta["metrics"],
-        "data_order": meta["data_order"],
-        "class_names": meta.get("class_names"),
-        "steps_per_epoch": meta.get("steps_per_epoch"),
-        "path": str(folder),
-        "param_bytes": directory_bytes(folder / "params"),
-    }
+    return {"step": step, **{key: meta.get(key) for key in ("epoch", "metrics", "data_order", "class_names",
+                                                           "steps_per_epoch")},
+            "path": str(folder), "param_bytes": directory_bytes(folder / "params")}
 
 
 def directory_bytes(path) -> int:
