@@ -1,13 +1,16 @@
-"""One training process per workdir: WORKDIR/.lock, created with O_EXCL, names its owner.
+"""One training process per workdir: an exclusive `flock` on WORKDIR/.lock.
 
-The file holds the owner's pid, its start time (from /proc, so a reused pid is not taken
-for the owner) and the host name. A lock whose owner is gone (killed, crashed, machine
-restarted) is stale and taken over.
+The kernel drops the lock when the process that holds it ends, however it ends (exit,
+crash, SIGKILL), so there is no stale lock to detect. The file's text (pid, host) only
+names the holder in the refusal. `release` deletes the file while still holding the
+lock, so that a workdir a failed run created can be removed again; `acquire` therefore
+checks that the file it locked is still the one at that path, and retries otherwise.
 """
 from __future__ import annotations
 
 import contextlib
-import errno
+import dataclasses
+import fcntl
 import os
 import pathlib
 import socket
@@ -18,81 +21,66 @@ LOCK_FILE = ".lock"
 
 
 class WorkdirLocked(CifarJaxError):
-    """Another live process trains in this workdir."""
+    """Another process (or this one) trains in this workdir."""
 
 
-def _start_time(pid: int) -> str:
-    """The process's start time in clock ticks since boot ('' where /proc is absent)."""
-    try:
-        stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return ""
-    return stat.rsplit(")", 1)[1].split()[19]  # field 22, counted after the command name
+@dataclasses.dataclass(frozen=True)
+class WorkdirLock:
+    path: pathlib.Path
+    fd: int  # open, and flock'ed, until `release`
 
 
-def _alive(pid: int, start: str) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # exists, owned by someone else
-    return not start or not _start_time(pid) or _start_time(pid) == start
-
-
-def _owner(path: pathlib.Path):
-    """(pid, start, host) from a lock file; None if unreadable or malformed."""
+def _refusal(workdir, path: pathlib.Path) -> WorkdirLocked:
     try:
         fields = dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
-        return int(fields["pid"]), fields.get("start", ""), fields.get("host", "")
-    except (OSError, ValueError, KeyError, UnicodeDecodeError):
-        return None
+        pid, host = int(fields["pid"]), fields.get("host", "")
+    except (OSError, ValueError, KeyError, UnicodeDecodeError):  # not written yet, or torn
+        pid, host = None, ""
+    if pid == os.getpid() and host == socket.gethostname():
+        return WorkdirLocked(f"workdir {workdir} is already in use by this process; "
+                             "finish that run before starting another in it")
+    who = f"training process {pid}" if pid else "another training process"
+    where = f" on host {host}" if host and host != socket.gethostname() else ""
+    return WorkdirLocked(f"workdir {workdir} is in use by {who}{where} ({path}); wait for it to "
+                         "finish or stop it, or pass another --workdir")
 
 
-def acquire(workdir) -> pathlib.Path:
-    """Creates WORKDIR/.lock for this process; WorkdirLocked if a live process holds it."""
+def acquire(workdir) -> WorkdirLock:
+    """Locks WORKDIR/.lock for this process; WorkdirLocked if another holds it."""
     path = pathlib.Path(workdir) / LOCK_FILE
-    me = f"pid={os.getpid()}\nstart={_start_time(os.getpid())}\nhost={socket.gethostname()}\n"
-    for _ in range(3):
+    while True:
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            owner = _owner(path)
-            if owner is not None:
-                pid, start, host = owner
-                if pid == os.getpid() and start == _start_time(pid):
-                    raise WorkdirLocked(f"workdir {workdir} is already in use by this process; "
-                                        "finish that run before starting another in it")
-                if host and host != socket.gethostname():
-                    raise WorkdirLocked(
-                        f"workdir {workdir} is in use by process {pid} on host {host} ({path}); "
-                        f"wait for it to finish, or delete {path} if no run is going on there")
-                if _alive(pid, start):
-                    raise WorkdirLocked(
-                        f"workdir {workdir} is in use by training process {pid} ({path}); wait for "
-                        f"it to finish or stop it, or pass another --workdir")
-            # Stale (its owner has exited) or unreadable: take it over.
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
-            continue
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as error:
-            raise CifarJaxError(f"cannot create the lock file {path} ({os.strerror(error.errno or errno.EIO)}); "
+            raise CifarJaxError(f"cannot create the lock file {path} ({os.strerror(error.errno)}); "
                                 "pass a writable --workdir") from None
         try:
-            with os.fdopen(fd, "w") as f:
-                f.write(me)
-        except OSError as error:  # e.g. a full disk: no empty lock file left behind
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-            raise CifarJaxError(f"cannot write the lock file {path} ({os.strerror(error.errno or errno.EIO)}); "
-                                "free space on that disk or pass another --workdir") from None
-        return path
-    raise WorkdirLocked(f"workdir {workdir}: could not take over the lock file {path}; delete it and retry")
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.path.samestat(os.fstat(fd), os.stat(path)):
+                break
+        except BlockingIOError:
+            os.close(fd)
+            raise _refusal(workdir, path) from None
+        except FileNotFoundError:  # deleted by its releasing holder since we opened it
+            pass
+        except OSError as error:  # e.g. a file system without locks
+            os.close(fd)
+            raise CifarJaxError(f"cannot lock {path} ({os.strerror(error.errno)}); "
+                                "pass a --workdir on a local disk") from None
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid={os.getpid()}\nhost={socket.gethostname()}\n".encode())
+    except OSError as error:  # e.g. a full disk: no empty lock file left behind
+        release(WorkdirLock(path, fd))
+        raise CifarJaxError(f"cannot write the lock file {path} ({os.strerror(error.errno)}); "
+                            "free space on that disk or pass another --workdir") from None
+    return WorkdirLock(path, fd)
 
 
-def release(path: pathlib.Path) -> None:
-    """Deletes the lock file if this process still owns it."""
-    owner = _owner(path)
-    if owner is not None and owner[0] == os.getpid():
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
+def release(lock: WorkdirLock) -> None:
+    """Deletes the lock file (if it is still ours) and unlocks it."""
+    with contextlib.suppress(OSError):
+        if os.path.samestat(os.fstat(lock.fd), os.stat(lock.path)):
+            os.unlink(lock.path)
+    os.close(lock.fd)

@@ -1,6 +1,7 @@
 """A full disk while the run's small files are written: one clear error, no torn file,
 and (through the training CLI) nothing of the run lost."""
 import json
+import os
 
 import pytest
 
@@ -34,7 +35,8 @@ def test_a_line_that_does_not_fit_is_cut_back_off(disk):
     run_files.append_line(target, '{"epoch": 0}')
     fill(disk)
     with pytest.raises(run_files.RunFileWriteError, match="metrics.jsonl .No space left on device."):
-        run_files.append_line(target, '{"epoch": 1, "pad": "' + "x" * 20000 + '"}')  # needs new pages
+        pad = "x" * 2 * os.sysconf("SC_PAGE_SIZE")  # more than the first page's room: needs a new page
+        run_files.append_line(target, '{"epoch": 1, "pad": "' + pad + '"}')
     assert target.read_text() == '{"epoch": 0}\n'
 
 

@@ -1,53 +1,25 @@
 """Checkpoints of a training run, with Orbax's CheckpointManager, under WORKDIR/checkpoints.
 
-One checkpoint per saved epoch, in a folder named by the global train step
-(`WORKDIR/checkpoints/<step>/`), holding four Orbax items:
+One checkpoint per saved epoch, in `WORKDIR/checkpoints/<step>/`, with four Orbax items:
+`params` (float32, uncompressed), `batch_stats`, `train` (optimizer state, step, RNG key
+data) and `meta` (JSON: epoch, metrics, data order, RNG implementations, class names, the
+run's config, and SHA-256 digests of the three array items). Saves run in Orbax's
+background; the policy keeps the newest `keep_checkpoints` plus the best `test_acc`.
+docs/checkpoints.md describes the layout, the policy and what survives which fault.
 
-- `params`: the model parameters, float32, uncompressed (so its size on disk is the
-  model's float32 size, comparable to a PyTorch state_dict);
-- `batch_stats`: BatchNorm running statistics;
-- `train`: the optimizer state (Adam moments and the injected one-cycle schedule state),
-  the step, and the key data of the run's RNG keys (e.g. augmentation and data order);
-- `meta`: JSON: epoch, step, the epoch's metrics, the data-order state, the RNG keys'
-  implementations, steps per epoch and the class names.
+The training loop uses `open_manager`, `save`, `wait`, `restore_latest_for_resume` and
+`close`; users restoring a finished run call `restore(workdir, ...)`.
 
-Policy (`config.checkpoint_every_epochs`, `config.keep_checkpoints`): save after every
-N-th epoch and after the last one; keep the newest `keep_checkpoints` plus the one with
-the best `test_acc` (Orbax's LatestN + BestN preservation policies). Orbax writes each
-checkpoint into `<step>.orbax-checkpoint-tmp-*` and renames it when complete, so an
-interrupted save leaves only a temporary folder, which is never listed as a checkpoint
-and is deleted the next time a run opens the folder for writing.
-
-The training loop uses `open_manager`, `save`, `restore_latest_for_resume` and `close`.
-Users restoring a finished run call `restore(workdir, ...)`.
-
-Modules: `manager` (folder, policy, config), `saving`, `restoring`, `integrity` (digests
-and the checks that tell damaged or foreign checkpoints apart).
+Modules: `layout` (names, error types, digests; imports no other module here),
+`manager` (the folder, its policy, saving), `restoring` (reading back, integrity checks).
 """
-from cifar_jax.checkpoint.integrity import DamagedCheckpoint, ForeignCheckpoint
-from cifar_jax.checkpoint.manager import (
-    BEST_METRIC,
-    CHECKPOINT_DIR,
-    CONFIG_FILE,
-    DAMAGED_DIR,
-    FOREIGN_DIR,
-    RunCheckpoints,
-    checkpoint_settings,
-    load_run_config,
-    open_manager,
-    should_save,
-)
-from cifar_jax.checkpoint.restoring import (
-    CheckpointWarning,
-    Resume,
-    abstract_train_state,
-    available_steps,
-    checkpoint_info,
-    directory_bytes,
-    restore,
-    restore_latest_for_resume,
-)
-from cifar_jax.checkpoint.saving import CheckpointWriteError, close, device_copy, save, wait
+from cifar_jax.checkpoint.layout import (BEST_METRIC, CHECKPOINT_DIR, CONFIG_FILE, DAMAGED_DIR, FOREIGN_DIR,
+                                         CheckpointWarning, CheckpointWriteError, DamagedCheckpoint,
+                                         ForeignCheckpoint)
+from cifar_jax.checkpoint.manager import (RunCheckpoints, checkpoint_settings, close, device_copy, load_run_config,
+                                          open_manager, save, should_save, wait)
+from cifar_jax.checkpoint.restoring import (Resume, abstract_train_state, available_steps, checkpoint_info,
+                                            directory_bytes, restore, restore_latest_for_resume)
 
 __all__ = [
     "BEST_METRIC", "CHECKPOINT_DIR", "CONFIG_FILE", "DAMAGED_DIR", "FOREIGN_DIR", "CheckpointWarning",

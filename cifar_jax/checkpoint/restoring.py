@@ -1,5 +1,9 @@
 """Reading checkpoints back: the newest usable one when a run resumes (skipping damaged
-and foreign ones), and any chosen one of a finished run for evaluation or inference."""
+and foreign ones), and any chosen one of a finished run for evaluation or inference.
+
+A checkpoint is damaged when a piece is missing or unreadable, or when its arrays do not
+match the SHA-256 digests saved with them; it is foreign when its shapes, or the config
+recorded in its meta, differ from what the caller expects."""
 from __future__ import annotations
 
 import dataclasses
@@ -13,31 +17,13 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from cifar_jax import hosts
-from cifar_jax.checkpoint.integrity import (
-    DamagedCheckpoint,
-    ForeignCheckpoint,
-    check_config,
-    check_shapes,
-    digest,
-    read_meta,
-    saved_trees,
-)
-from cifar_jax.checkpoint.manager import (
-    BEST_METRIC,
-    CONFIG_FILE,
-    DAMAGED_DIR,
-    FOREIGN_DIR,
-    RunCheckpoints,
-    load_run_config,
-    open_reader,
-)
-from cifar_jax.checkpoint.saving import wait
+from cifar_jax.checkpoint.layout import (ARRAY_ITEMS, BEST_METRIC, CONFIG_FILE, DAMAGED_DIR, FOREIGN_DIR,
+                                         FORMAT_VERSION, META_ITEM, CheckpointWarning, DamagedCheckpoint,
+                                         ForeignCheckpoint, digest, tree_paths)
+from cifar_jax.checkpoint.manager import MetaRestore, RunCheckpoints, load_run_config, open_reader, wait
+from cifar_jax.config import training_changes
 from cifar_jax.data.pixels import IMAGE_SIZE
 from cifar_jax.errors import CifarJaxError, one_line
-
-
-class CheckpointWarning(UserWarning):
-    """A checkpoint was skipped (damaged) while resuming."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,23 +38,72 @@ class Resume:
     metrics: dict  # the saved epoch's metrics
 
 
+def _read_meta(manager, step: int) -> dict:
+    """The step's `meta` item, checked; DamagedCheckpoint if a piece is missing."""
+    folder = pathlib.Path(manager.directory) / str(step)
+    for piece in [*ARRAY_ITEMS, META_ITEM, *(f"{item}/_METADATA" for item in ARRAY_ITEMS)]:
+        if not (folder / piece).exists():
+            raise DamagedCheckpoint(step, folder, f"{piece} is missing")
+    try:
+        meta = manager.restore(step, args=ocp.args.Composite(**{META_ITEM: MetaRestore()}))[META_ITEM]
+    except Exception as error:  # Orbax/JSON errors vary by version: all mean unreadable
+        raise DamagedCheckpoint(step, folder, f"meta item unreadable ({one_line(error)})") from None
+    if not isinstance(meta, dict) or not {"format", "epoch", "step", "metrics", "data_order"} <= set(meta):
+        raise DamagedCheckpoint(step, folder, "meta item lacks epoch/step/metrics/data_order")
+    if meta["format"] != FORMAT_VERSION:
+        raise CifarJaxError(f"checkpoint step {step} has format {meta['format']}, this cifar_jax "
+                            f"reads format {FORMAT_VERSION}; use the cifar_jax version that wrote it")
+    return meta
+
+
+def _shapes(item: str, tree) -> dict[str, tuple]:
+    return {f"{item}/{name}": tuple(leaf.shape)
+            for name, leaf in tree_paths(tree, is_leaf=lambda x: hasattr(x, "shape"))}
+
+
+def _check_fits(manager, step: int, meta: dict, targets: dict, where: str, config: Optional[dict]) -> dict:
+    """ForeignCheckpoint naming the first parameter whose shape differs from `targets`
+    (or is missing on one side), or the keys whose values differ from `config`; returns
+    the saved trees' metadata (shapes, dtypes) by item."""
+    folder = pathlib.Path(manager.directory) / str(step)
+    try:
+        metadata = manager.item_metadata(step)
+        saved = {item: getattr(metadata[item], "tree", metadata[item]) for item in ARRAY_ITEMS}
+    except Exception as error:  # as in _read_meta
+        raise DamagedCheckpoint(step, folder, f"metadata unreadable ({one_line(error)})") from None
+    if any(tree is None for tree in saved.values()):
+        raise DamagedCheckpoint(step, folder, "an item's metadata is unreadable")
+    for item in ("params", "batch_stats"):
+        if item not in targets:
+            continue
+        have, want = _shapes(item, saved[item]), _shapes(item, targets[item])
+        for name in sorted(set(have) | set(want)):
+            a, b = have.get(name, "missing"), want.get(name, "missing")
+            if a != b:
+                raise ForeignCheckpoint(
+                    step, folder, f"checkpoint step {step} does not match {where}: {name} has shape {a} in the "
+                    f"checkpoint but {b} from the config; use the config the run was trained with",
+                    f"{name} has shape {a}, not {b}")
+    recorded = meta.get("config")  # absent in checkpoints of older versions
+    changed = training_changes(recorded, config) if isinstance(recorded, dict) and config else []
+    if changed:
+        shown = ", ".join(f"{k}={recorded.get(k)!r}" for k in changed[:4])
+        raise ForeignCheckpoint(step, folder, f"checkpoint step {step} was written by a run with another "
+                                f"config ({shown}); use the config the run was trained with",
+                                f"written with another config: {shown}")
+    return saved
+
+
 def _abstract(tree):
     """ShapeDtypeStructs (with shardings: Orbax restores onto them) for a tree of arrays."""
     default = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
 
     def one(x):
         sharding = getattr(x, "sharding", None)
-        if not isinstance(sharding, jax.sharding.Sharding):
-            sharding = default
-        return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)
+        return jax.ShapeDtypeStruct(x.shape, x.dtype,
+                                    sharding=sharding if isinstance(sharding, jax.sharding.Sharding) else default)
 
     return jax.tree.map(one, tree)
-
-
-def _restore_args(target) -> ocp.args.PyTreeRestore:
-    return ocp.args.PyTreeRestore(
-        item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target)
-    )
 
 
 def _restore_step(manager, step: int, targets: dict, where: str,
@@ -76,32 +111,28 @@ def _restore_step(manager, step: int, targets: dict, where: str,
     """(restored items, meta) of `step`, each array item shaped like `targets[item]`.
 
     ForeignCheckpoint if shapes differ from the targets, or if `config` (JSON values) is
-    given and differs from the one the checkpoint records; DamagedCheckpoint if unreadable.
+    given and differs from the one the checkpoint records; DamagedCheckpoint if unreadable
+    or if the arrays do not match the digests saved with them.
     """
     folder = pathlib.Path(manager.directory) / str(step)
-    meta = read_meta(manager, step)
-    saved = saved_trees(manager, step)
-    for item in ("params", "batch_stats"):
-        if item in targets:
-            check_shapes(item, saved[item], targets[item], step, where, folder)
-    if config is not None:
-        check_config(meta, config, step, folder)
+    meta = _read_meta(manager, step)
+    saved = _check_fits(manager, step, meta, targets, where, config)
     if "train" in targets:  # key data: shapes as saved (they depend on the RNG impl)
         try:
             saved_rngs = dict(saved["train"]["rngs"])
         except (KeyError, TypeError):
-            raise DamagedCheckpoint(step, pathlib.Path(manager.directory) / str(step),
-                                    "train item has no rngs") from None
-        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-        targets["train"]["rngs"] = {
-            name: jax.ShapeDtypeStruct(tuple(md.shape), np.uint32, sharding=device)
-            for name, md in saved_rngs.items()
-        }
-    args = {item: _restore_args(_abstract(target)) for item, target in targets.items()}
+            raise DamagedCheckpoint(step, folder, "train item has no rngs") from None
+        targets["train"]["rngs"] = {name: jax.ShapeDtypeStruct(tuple(md.shape), np.uint32)
+                                    for name, md in saved_rngs.items()}
+    args = {}
+    for item, target in targets.items():
+        target = _abstract(target)
+        args[item] = ocp.args.PyTreeRestore(item=target,
+                                            restore_args=ocp.checkpoint_utils.construct_restore_args(target))
     try:
         restored = manager.restore(step, args=ocp.args.Composite(**args))
     except Exception as error:  # truncated or deleted array files, broken manifests, ...
-        raise DamagedCheckpoint(step, folder, one_line(error))
+        raise DamagedCheckpoint(step, folder, one_line(error)) from None
     checksums = meta.get("checksums") or {}  # absent in checkpoints of older versions
     for item in targets:
         if item in checksums and digest(restored[item]) != checksums[item]:
@@ -120,14 +151,8 @@ def _state_targets(template) -> dict:
 
 def _with_restored(template, items: dict):
     train = items["train"]
-    return template.replace(
-        params=items["params"], batch_stats=items["batch_stats"],
-        opt_state=train["opt_state"], step=train["step"],
-    )
-
-
-def _wrap_rng(data, impl: Optional[str]):
-    return jax.random.wrap_key_data(data, impl=impl) if impl else data
+    return template.replace(params=items["params"], batch_stats=items["batch_stats"],
+                            opt_state=train["opt_state"], step=train["step"])
 
 
 def restore_latest_for_resume(checkpoints: RunCheckpoints, template_state) -> Optional[Resume]:
@@ -144,9 +169,8 @@ def restore_latest_for_resume(checkpoints: RunCheckpoints, template_state) -> Op
     manager = checkpoints.manager
     wait(checkpoints)
     manager.reload()
-    steps = sorted(manager.all_steps(), reverse=True)
     skipped: list = []  # DamagedCheckpoint or ForeignCheckpoint, newest first
-    for step in steps:
+    for step in sorted(manager.all_steps(), reverse=True):
         try:
             items, meta = _restore_step(manager, step, _state_targets(template_state),
                                         "the config of this run", checkpoints.config)
@@ -156,24 +180,16 @@ def restore_latest_for_resume(checkpoints: RunCheckpoints, template_state) -> Op
         for bad in skipped if hosts.is_primary() else ():  # one process moves files
             damaged = isinstance(bad, DamagedCheckpoint)
             target = _move_aside(checkpoints.directory, bad.step, DAMAGED_DIR if damaged else FOREIGN_DIR)
-            warnings.warn(
-                f"skipping {'damaged ' if damaged else ''}checkpoint step {bad.step} ({bad.reason}); "
-                f"moved it to {target}; resuming from step {step}",
-                CheckpointWarning,
-                stacklevel=2,
-            )
+            warnings.warn(f"skipping {'damaged ' if damaged else ''}checkpoint step {bad.step} ({bad.reason}); "
+                          f"moved it to {target}; resuming from step {step}", CheckpointWarning, stacklevel=2)
         if skipped:
             hosts.sync("cifar_jax: skipped checkpoints moved aside")
             manager.reload()
-        return Resume(
-            state=_with_restored(template_state, items),
-            rngs={name: _wrap_rng(data, (meta.get("rng_impls") or {}).get(name))
-                  for name, data in items["train"]["rngs"].items()},
-            next_epoch=int(meta["epoch"]) + 1,
-            step=int(meta["step"]),
-            data_order=meta["data_order"],
-            metrics=meta["metrics"],
-        )
+        impls = meta.get("rng_impls") or {}
+        rngs = {name: jax.random.wrap_key_data(data, impl=impls[name]) if impls.get(name) else data
+                for name, data in items["train"]["rngs"].items()}
+        return Resume(_with_restored(template_state, items), rngs, int(meta["epoch"]) + 1, int(meta["step"]),
+                      meta["data_order"], meta["metrics"])
     if skipped and all(isinstance(bad, ForeignCheckpoint) for bad in skipped):
         raise skipped[0]  # every checkpoint disagrees: the config changed, nothing is damaged
     if skipped:
@@ -192,11 +208,9 @@ def restore_latest_for_resume(checkpoints: RunCheckpoints, template_state) -> Op
 def _move_aside(directory: pathlib.Path, step: int, folder_name: str) -> pathlib.Path:
     aside = directory.parent / folder_name
     aside.mkdir(exist_ok=True)
-    target = aside / str(step)
-    suffix = 1
+    target, suffix = aside / str(step), 1
     while target.exists():
-        target = aside / f"{step}-{suffix}"
-        suffix += 1
+        target, suffix = aside / f"{step}-{suffix}", suffix + 1
     shutil.move(str(directory / str(step)), str(target))
     return target
 
@@ -204,30 +218,30 @@ def _move_aside(directory: pathlib.Path, step: int, folder_name: str) -> pathlib
 def _select_step(manager, workdir, step: Optional[int], best: bool) -> int:
     steps = sorted(manager.all_steps())
     if not steps:
-        raise CifarJaxError(
-            f"no checkpoints in {workdir}; train with python -m cifar_jax.train --workdir {workdir} first"
-        )
+        raise CifarJaxError(f"no checkpoints in {workdir}; train with python -m cifar_jax.train "
+                            f"--workdir {workdir} first")
     if step is not None and best:
         raise CifarJaxError("pass either a step or best, not both")
     if best:
-        chosen = manager.best_step()
-        if chosen is None:
+        if manager.best_step() is None:
             raise CifarJaxError(f"no checkpoint in {workdir} records {BEST_METRIC}; pass --step instead")
-        return chosen
-    if step is None:
-        return steps[-1]
-    if step not in steps:
-        raise CifarJaxError(
-            f"no checkpoint at step {step} in {workdir}; available steps: "
-            f"{', '.join(map(str, steps))}"
-        )
-    return step
+        return manager.best_step()
+    if step is not None and step not in steps:
+        raise CifarJaxError(f"no checkpoint at step {step} in {workdir}; available steps: "
+                            f"{', '.join(map(str, steps))}")
+    return steps[-1] if step is None else step
+
+
+def _refusal(error: DamagedCheckpoint, manager) -> CifarJaxError:
+    others = [s for s in sorted(manager.all_steps()) if s != error.step]
+    hint = (f"pass --step with another one ({', '.join(map(str, others))})" if others
+            else "no other checkpoint is left; retrain")
+    return CifarJaxError(f"{error}; {hint}")
 
 
 def available_steps(workdir) -> list[int]:
     """The steps of the complete checkpoints in WORKDIR/checkpoints (oldest first)."""
-    config = load_run_config(workdir)
-    manager = open_reader(workdir, config)
+    manager = open_reader(workdir, load_run_config(workdir))
     try:
         return sorted(manager.all_steps())
     finally:
@@ -238,26 +252,18 @@ def checkpoint_info(workdir, step: Optional[int] = None, best: bool = False) -> 
     """Facts about one checkpoint (default: the latest) without restoring its arrays:
     step, epoch, metrics, data_order, class_names, path, and param_bytes: the bytes of
     the files Orbax wrote for the `params` item (the size on disk of the parameters)."""
-    config = load_run_config(workdir)
-    manager = open_reader(workdir, config)
+    manager = open_reader(workdir, load_run_config(workdir))
     try:
         step = _select_step(manager, workdir, step, best)
-        meta = read_meta(manager, step)
+        meta = _read_meta(manager, step)
     except DamagedCheckpoint as error:
-        raise _refusal(error, manager, workdir) from None
+        raise _refusal(error, manager) from None
     finally:
         manager.close()
     folder = pathlib.Path(manager.directory) / str(step)
-    return {
-        "step": step,
-        "epoch": meta["epoch"],
-        "metrics": meta["metrics"],
-        "data_order": meta["data_order"],
-        "class_names": meta.get("class_names"),
-        "steps_per_epoch": meta.get("steps_per_epoch"),
-        "path": str(folder),
-        "param_bytes": directory_bytes(folder / "params"),
-    }
+    return {"step": step, **{key: meta.get(key) for key in ("epoch", "metrics", "data_order", "class_names",
+                                                           "steps_per_epoch")},
+            "path": str(folder), "param_bytes": directory_bytes(folder / "params")}
 
 
 def directory_bytes(path) -> int:
@@ -265,53 +271,48 @@ def directory_bytes(path) -> int:
     return sum(f.stat().st_size for f in pathlib.Path(path).rglob("*") if f.is_file())
 
 
-def _refusal(error: DamagedCheckpoint, manager, workdir) -> CifarJaxError:
-    others = [s for s in sorted(manager.all_steps()) if s != error.step]
-    hint = (f"pass --step with another one ({', '.join(map(str, others))})" if others
-            else "no other checkpoint is left; retrain")
-    return CifarJaxError(f"{error}; {hint}")
-
-
 def abstract_train_state(config, steps_per_epoch: int):
     """The TrainState `create_train_state` would build, as shapes only (nothing computed)."""
-    from cifar_jax.steps import create_train_state
+    from cifar_jax.steps import create_train_state  # steps imports the models: only when needed
 
-    image_shape = (IMAGE_SIZE, IMAGE_SIZE, 3)
-    return jax.eval_shape(
-        lambda: create_train_state(jax.random.key(0), config, steps_per_epoch, image_shape)
-    )
+    return jax.eval_shape(lambda: create_train_state(jax.random.key(0), config, steps_per_epoch,
+                                                     (IMAGE_SIZE, IMAGE_SIZE, 3)))
 
 
 def restore(workdir, step: Optional[int] = None, best: bool = False, *, variables_only: bool = False):
     """Restores a checkpoint of the run in `workdir` with the config that run saved.
 
-    Returns `(state, config)`: `state` is the TrainState (params, batch_stats, opt_state
-    with the one-cycle schedule's state, step; `state.tx` continues the run's schedule),
-    ready for `cifar_jax.train_step`; with `variables_only=True` it is instead the dict
-    `{"params": ..., "batch_stats": ...}` for `create_model(config).apply` (the optimizer
-    state is not read). `config` is the run's `config.json` as a ConfigDict.
+    Args:
+      workdir: the `--workdir` of a `cifar_jax.train` run (it holds `config.json` and
+        `checkpoints/`).
+      step: a train step that has a checkpoint; default: the latest.
+      best: restore the checkpoint with the highest test accuracy instead (not with `step`).
+      variables_only: read only the model's variables, not the optimizer state.
 
-    step: a train step that has a checkpoint (default: the latest); best=True: the
-    checkpoint with the highest test accuracy. Raises CifarJaxError (one line) when the
-    workdir has no checkpoints, the step does not exist, the checkpoint is damaged, or
-    its shapes do not match the config (naming the parameter and both shapes).
-    `checkpoint_info` gives the checkpoint's step, epoch, metrics and RNG/data-order state.
+    Returns:
+      `(state, config)`. `state` is the TrainState (params, batch_stats, opt_state with
+      the one-cycle schedule's state, step; `state.tx` continues the run's schedule), ready
+      for `cifar_jax.train_step`; with `variables_only=True` it is instead the dict
+      `{"params": ..., "batch_stats": ...}` for `create_model(config).apply`. `config` is
+      the run's `config.json` as a ConfigDict.
+
+    Raises CifarJaxError (one line) when the workdir has no checkpoints, the step does not
+    exist, the checkpoint is damaged, or its shapes do not match the config (naming the
+    parameter and both shapes). `checkpoint_info` gives the checkpoint's step, epoch,
+    metrics and RNG/data-order state.
     """
     config = load_run_config(workdir)
     manager = open_reader(workdir, config)
     try:
         step = _select_step(manager, workdir, step, best)
-        try:
-            meta = read_meta(manager, step)
-            steps_per_epoch = meta.get("steps_per_epoch") or 1
-            template = abstract_train_state(config, steps_per_epoch)
-            targets = _state_targets(template)
-            if variables_only:
-                del targets["train"]
-            items, _ = _restore_step(manager, step, targets,
-                                     f"the config in {pathlib.Path(workdir) / CONFIG_FILE}")
-        except DamagedCheckpoint as error:
-            raise _refusal(error, manager, workdir) from None
+        meta = _read_meta(manager, step)
+        template = abstract_train_state(config, meta.get("steps_per_epoch") or 1)
+        targets = _state_targets(template)
+        if variables_only:
+            del targets["train"]
+        items, _ = _restore_step(manager, step, targets, f"the config in {pathlib.Path(workdir) / CONFIG_FILE}")
+    except DamagedCheckpoint as error:
+        raise _refusal(error, manager) from None
     finally:
         manager.close()
     if variables_only:

@@ -1,0 +1,68 @@
+"""What a checkpoint folder holds and the errors about it: the names and types shared by
+the writing side (`manager`) and the reading side (`restoring`), which import this
+module and not each other's internals."""
+from __future__ import annotations
+
+import hashlib
+import pathlib
+
+import jax
+import numpy as np
+
+from cifar_jax import hosts
+from cifar_jax.errors import CifarJaxError
+
+CHECKPOINT_DIR = "checkpoints"
+DAMAGED_DIR = "checkpoints_damaged"  # damaged checkpoints are moved here when a run resumes
+FOREIGN_DIR = "checkpoints_other_config"  # and checkpoints of runs with another config here
+CONFIG_FILE = "config.json"  # written by cifar_jax.train
+FORMAT_VERSION = 1
+ARRAY_ITEMS = ("params", "batch_stats", "train")
+META_ITEM = "meta"
+META_FILE = "metadata"  # the meta item's JSON file (Orbax's JsonCheckpointHandler's default)
+BEST_METRIC = "test_acc"
+
+
+class CheckpointWriteError(CifarJaxError, OSError):
+    """A checkpoint could not be written (disk full, read-only or vanished folder, ...)."""
+
+
+class CheckpointWarning(UserWarning):
+    """A checkpoint was skipped (damaged or of another config) while resuming."""
+
+
+class DamagedCheckpoint(CifarJaxError):
+    """A checkpoint folder that is incomplete or unreadable."""
+
+    def __init__(self, step: int, path: pathlib.Path, reason: str):
+        self.step, self.path, self.reason = step, path, reason
+        super().__init__(f"checkpoint step {step} ({path}) is damaged: {reason}")
+
+
+class ForeignCheckpoint(CifarJaxError):
+    """A checkpoint written by a run of another config (other shapes or training keys)."""
+
+    def __init__(self, step: int, path: pathlib.Path, message: str, reason: str):
+        self.step, self.path, self.reason = step, path, reason
+        super().__init__(message)
+
+
+def tree_paths(tree, is_leaf=None) -> list:
+    """[(path as "a/b/0", leaf)] of `tree`, sorted by path."""
+    leaves = jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_leaf)[0]
+    return sorted(((jax.tree_util.keystr(path, simple=True, separator="/"), leaf) for path, leaf in leaves),
+                  key=lambda pair: pair[0])
+
+
+def digest(tree) -> str:
+    """SHA-256 over every array of `tree` (path, dtype, shape, bytes), in path order.
+
+    Orbax stores uncompressed arrays without checksums: garbage of the right size would
+    restore silently as wrong weights. The digests saved in the meta item catch that.
+    """
+    hasher = hashlib.sha256()
+    for name, leaf in tree_paths(hosts.fetch(tree)):
+        array = np.ascontiguousarray(leaf)
+        hasher.update(f"{name}:{array.dtype.str}:{array.shape};".encode())
+        hasher.update(array.reshape(-1).view(np.uint8))
+    return hasher.hexdigest()
