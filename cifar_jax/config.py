@@ -13,7 +13,7 @@ import runpy
 import ml_collections
 
 from cifar_jax.errors import ConfigError
-from cifar_jax.optim import ADDED_KEY_DEFAULTS, check_optimizer_config, check_weight_decay_mode
+from cifar_jax.optim import check_optimizer_config, check_weight_decay_mode
 
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
@@ -160,9 +160,43 @@ def training_changes(saved: dict, current: dict) -> list[str]:
     )
 
 
+# Keys added to configs/default.py since the first runs were saved, with the values that
+# keep those runs' behaviour: a saved config.json without them is completed with these
+# (complete_saved_config), so no module needs a fallback for a missing key.
+KEYS_ADDED_SINCE_FIRST_RUNS = {
+    "augment": True,
+    "model": "resnet9",
+    "max_param_mb": 100.0,
+    "dtype": "float32",
+    "skip_nonfinite_steps": False,
+    "progress_updates": 8,
+    "xla_cache_dir": "~/.cache/cifar_jax/xla",
+    "checkpoint_every_epochs": 1,
+    "keep_checkpoints": 3,
+    "data_url": "",
+    "download_timeout": 60.0,
+    "optimizer": "adam",
+    "momentum": 0.9,
+    "nesterov": True,
+    "schedule": "onecycle",
+    "warmup_epochs": 0.0,
+    "warmup_start_factor": 0.01,
+    "lr_decay_epochs": (10, 20),
+    "lr_decay_factor": 0.1,
+    "backbone_lr_mult": 1.0,
+    "freeze_backbone": False,
+}
+
+
+def complete_saved_config(values: dict) -> dict:
+    """A saved run's config values with every key added since filled in (see above)."""
+    return {**KEYS_ADDED_SINCE_FIRST_RUNS, **values}
+
+
 def _saved(config: dict, key: str):
-    """config[key]; a key added since the run was saved counts as its old behaviour."""
-    return config.get(key, json.loads(json.dumps(ADDED_KEY_DEFAULTS.get(key))))
+    """config[key], or the behaviour of runs saved before the key existed, as JSON has it
+    (tuples are lists there)."""
+    return json.loads(json.dumps(complete_saved_config(config).get(key)))
 
 
 def parse_command_line(argv: list[str]) -> tuple[ml_collections.ConfigDict, str]:

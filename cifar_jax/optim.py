@@ -29,24 +29,6 @@ WEIGHT_DECAY_MODES = ("l2", "adamw")
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("onecycle", "cosine", "step")
 
-# The optimizer keys added after the seed recipe, with the values that keep its behaviour:
-# a config without them (an older run's config.json) trains as it did.
-ADDED_KEY_DEFAULTS = {
-    "optimizer": "adam",
-    "momentum": 0.9,
-    "nesterov": True,
-    "schedule": "onecycle",
-    "warmup_epochs": 0.0,
-    "warmup_start_factor": 0.01,
-    "lr_decay_epochs": (10, 20),
-    "lr_decay_factor": 0.1,
-    "backbone_lr_mult": 1.0,
-    "freeze_backbone": False,
-}
-
-
-def _get(config, key: str):
-    return config.get(key, ADDED_KEY_DEFAULTS[key])
 
 
 def _one_cycle(total_steps: int, pct_start: float, start: float, peak: float, end: float):
@@ -122,24 +104,24 @@ def schedules(config, steps_per_epoch: int):
     beta1_min and back (torch OneCycleLR's cycle_momentum, for Adam and SGD alike); "cosine"
     and "step" keep `config.momentum`."""
     total_steps = config.num_epochs * steps_per_epoch
-    name = _get(config, "schedule")
+    name = config.schedule
     if name == "onecycle":
         return one_cycle_schedules(config, total_steps)
-    warmup_steps = round(_get(config, "warmup_epochs") * steps_per_epoch)
+    warmup_steps = round(config.warmup_epochs * steps_per_epoch)
     if warmup_steps >= total_steps:
         raise ConfigError(
-            f"warmup_epochs={_get(config, 'warmup_epochs')} leaves no step after the warmup of "
+            f"warmup_epochs={config.warmup_epochs} leaves no step after the warmup of "
             f"{total_steps} steps; lower --config.warmup_epochs or raise --config.num_epochs"
         )
-    start_factor = _get(config, "warmup_start_factor")
+    start_factor = config.warmup_start_factor
     if name == "cosine":
         learning_rate = warmup_cosine_schedule(config.learning_rate, total_steps, warmup_steps, start_factor)
     else:
-        boundaries = [epoch * steps_per_epoch for epoch in _get(config, "lr_decay_epochs")]
+        boundaries = [epoch * steps_per_epoch for epoch in config.lr_decay_epochs]
         learning_rate = warmup_step_schedule(
-            config.learning_rate, boundaries, _get(config, "lr_decay_factor"), warmup_steps, start_factor
+            config.learning_rate, boundaries, config.lr_decay_factor, warmup_steps, start_factor
         )
-    return learning_rate, _get(config, "momentum")
+    return learning_rate, config.momentum
 
 
 def check_weight_decay_mode(mode: str) -> None:
@@ -159,25 +141,25 @@ def check_optimizer_config(config) -> None:
         if not ok:
             raise ConfigError(message)
 
-    optimizer, schedule = _get(config, "optimizer"), _get(config, "schedule")
+    optimizer, schedule = config.optimizer, config.schedule
     require(optimizer in OPTIMIZERS, f"unknown optimizer {optimizer!r}; use --config.optimizer=adam or sgd")
     require(schedule in SCHEDULES, f"unknown schedule {schedule!r}; use --config.schedule=onecycle, cosine or step")
-    momentum = _get(config, "momentum")
+    momentum = config.momentum
     require(0 <= momentum < 1, f"momentum={momentum} must lie in [0, 1); set --config.momentum")
     require(
-        not (optimizer == "sgd" and _get(config, "nesterov") and momentum == 0 and schedule != "onecycle"),
+        not (optimizer == "sgd" and config.nesterov and momentum == 0 and schedule != "onecycle"),
         "nesterov needs a momentum above 0 (as torch.optim.SGD); set --config.momentum or --config.nesterov=false",
     )
-    warmup = _get(config, "warmup_epochs")
+    warmup = config.warmup_epochs
     require(0 <= warmup < config.num_epochs, f"warmup_epochs={warmup} must lie in [0, num_epochs); set --config.warmup_epochs")
     require(
         not (warmup and schedule == "onecycle"),
         "warmup_epochs is for the cosine and step schedules (onecycle warms up over pct_start); "
         "set --config.warmup_epochs=0 or --config.schedule=cosine",
     )
-    start = _get(config, "warmup_start_factor")
+    start = config.warmup_start_factor
     require(0 < start <= 1, f"warmup_start_factor={start} must lie in (0, 1]; set --config.warmup_start_factor")
-    epochs = tuple(_get(config, "lr_decay_epochs"))
+    epochs = tuple(config.lr_decay_epochs)
     require(
         all(isinstance(e, int) and not isinstance(e, bool) and e > 0 for e in epochs)
         and list(epochs) == sorted(set(epochs)),
@@ -188,9 +170,9 @@ def check_optimizer_config(config) -> None:
         f"lr_decay_epochs={epochs} has an epoch at or past num_epochs={config.num_epochs}, where no "
         "decay happens; set --config.lr_decay_epochs",
     )
-    factor = _get(config, "lr_decay_factor")
+    factor = config.lr_decay_factor
     require(factor > 0, f"lr_decay_factor={factor} must be positive; set --config.lr_decay_factor")
-    mult = _get(config, "backbone_lr_mult")
+    mult = config.backbone_lr_mult
     require(mult > 0, f"backbone_lr_mult={mult} must be positive (freeze with --config.freeze_backbone=true); "
                       "set --config.backbone_lr_mult")
 
@@ -233,9 +215,9 @@ def make_optimizer(config, steps_per_epoch: int, head_key: str | None = None) ->
     check_optimizer_config(config)
     mode = config.weight_decay_mode
     learning_rate, momentum = schedules(config, steps_per_epoch)
-    sgd = _get(config, "optimizer") == "sgd"
-    nesterov = bool(_get(config, "nesterov"))
-    mult, freeze = _get(config, "backbone_lr_mult"), bool(_get(config, "freeze_backbone"))
+    sgd = config.optimizer == "sgd"
+    nesterov = bool(config.nesterov)
+    mult, freeze = config.backbone_lr_mult, bool(config.freeze_backbone)
 
     def chain(learning_rate, b1):
         clip = [optax.clip(config.grad_clip)] if config.grad_clip > 0 else []
@@ -251,7 +233,7 @@ def make_optimizer(config, steps_per_epoch: int, head_key: str | None = None) ->
     if freeze or mult != 1:
         if head_key is None:
             raise ConfigError(
-                f"model {config.get('model', 'resnet9')} has no head to separate; "
+                f"model {config.model} has no head to separate; "
                 "set --config.backbone_lr_mult=1 and --config.freeze_backbone=false"
             )
 

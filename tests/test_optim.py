@@ -482,17 +482,23 @@ def test_sgd_config_is_kuangliu_recipe():
 
 
 def test_added_key_fallbacks_are_the_default_config_values(default_config):
-    """A config without the optimizer keys (an older run's) must train as configs/default.py."""
-    from cifar_jax.optim import ADDED_KEY_DEFAULTS
+    """A config without the keys added since the first runs (an older run's) must train as
+    configs/default.py does."""
+    from cifar_jax.config import KEYS_ADDED_SINCE_FIRST_RUNS
 
-    assert {k: default_config[k] for k in ADDED_KEY_DEFAULTS} == ADDED_KEY_DEFAULTS
+    assert {k: default_config[k] for k in KEYS_ADDED_SINCE_FIRST_RUNS} == KEYS_ADDED_SINCE_FIRST_RUNS
 
 
 def test_a_config_saved_before_the_optimizer_keys_builds_the_seed_optimizer(default_config):
     import ml_collections
-    from cifar_jax.optim import ADDED_KEY_DEFAULTS
+    from cifar_jax.config import complete_saved_config
+    from cifar_jax.optim import OPTIMIZERS
 
-    old = ml_collections.ConfigDict({k: v for k, v in default_config.items() if k not in ADDED_KEY_DEFAULTS})
+    optimizer_keys = ("optimizer", "momentum", "nesterov", "schedule", "warmup_epochs", "warmup_start_factor",
+                      "lr_decay_epochs", "lr_decay_factor", "backbone_lr_mult", "freeze_backbone")
+    assert OPTIMIZERS  # the keys above are those cifar_jax.optim reads beyond the seed's
+    saved = {k: v for k, v in default_config.items() if k not in optimizer_keys}
+    old = ml_collections.ConfigDict(complete_saved_config(saved))
     validate_config(old)
     params = _tree()
     grads = _grads(params, 3)

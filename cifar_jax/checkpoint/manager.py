@@ -21,10 +21,9 @@ from cifar_jax import hosts
 from cifar_jax.checkpoint.layout import (ARRAY_ITEMS, BEST_METRIC, CHECKPOINT_DIR, CONFIG_FILE, FORMAT_VERSION,
                                          META_FILE, META_ITEM, CheckpointWriteError, digest)
 from cifar_jax.data.pixels import IMAGE_SIZE
+from cifar_jax.config import complete_saved_config
 from cifar_jax.errors import CifarJaxError, ConfigError, one_line
 
-# Config keys that runs older than the checkpoints may lack, with their defaults.
-CHECKPOINT_CONFIG_DEFAULTS = {"checkpoint_every_epochs": 1, "keep_checkpoints": 3}
 
 
 @dataclasses.dataclass
@@ -50,7 +49,7 @@ class RunCheckpoints:
 
 def checkpoint_settings(config) -> tuple[int, int]:
     """(checkpoint_every_epochs, keep_checkpoints) from `config`, checked."""
-    every, keep = (config.get(key, default) for key, default in CHECKPOINT_CONFIG_DEFAULTS.items())
+    every, keep = config.checkpoint_every_epochs, config.keep_checkpoints
     for key, value in (("checkpoint_every_epochs", every), ("keep_checkpoints", keep)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"{key}={value!r} must be a positive integer; set --config.{key}")
@@ -70,7 +69,7 @@ def load_run_config(workdir) -> ml_collections.ConfigDict:
         raise CifarJaxError(f"{file} is not readable JSON ({one_line(error)}); restore it from the run")
     if not isinstance(values, dict):
         raise CifarJaxError(f"{file} does not hold a config object; restore it from the run")
-    return ml_collections.ConfigDict({**CHECKPOINT_CONFIG_DEFAULTS, **values})
+    return ml_collections.ConfigDict(complete_saved_config(values))
 
 
 def _tuples(value):

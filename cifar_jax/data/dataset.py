@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from cifar_jax.data.cifar_archive import VARIANTS, find_cifar, read_cifar
-from cifar_jax.data.download import DEFAULT_TIMEOUT_S, fetch_cifar, resolve_data_dir, resolve_url
+from cifar_jax.data.download import fetch_cifar, resolve_data_dir, resolve_url
 from cifar_jax.data.image_folder import LAYOUT, load_image_folder
 from cifar_jax.data.synthetic import make_synthetic
 from cifar_jax.data.tfds_source import load_tfds
@@ -48,12 +48,12 @@ def _load_cifar(name, config) -> Dataset:
     source = find_cifar(variant, data_dir)
     if source is None:
         # .get: configs saved by runs from before these keys existed lack them
-        url = resolve_url(variant, config.get("data_url", ""))
+        url = resolve_url(variant, config.data_url)
         if not config.download:
             raise DataError(f"no {variant.archive} (or extracted {variant.folder}/ folder) in {data_dir}: "
                             f"download {url} and put it at {data_dir / variant.archive}, or pass "
                             "--config.download=True to let cifar_jax fetch it")
-        source = fetch_cifar(variant, data_dir, url, config.get("download_timeout", DEFAULT_TIMEOUT_S))
+        source = fetch_cifar(variant, data_dir, url, config.download_timeout)
     return read_cifar(variant, source, config.verify_md5)
 
 
