@@ -20,7 +20,8 @@ import jax
 from tqdm import tqdm
 
 from cifar_jax import checkpoint, faults, hosts, models, multistep, report, run_files, workdir_lock
-from cifar_jax.config import parse_command_line, training_changes, validate_config
+from cifar_jax.config import (parse_command_line, resolve_config, split_command_line,  # noqa: F401
+                              training_changes, validate_config)
 from cifar_jax.data import load_dataset
 from cifar_jax.errors import CifarJaxError
 from cifar_jax.models import parameter_summary
@@ -309,9 +310,19 @@ def say(text: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     """The command: 0 when done, 2 on a one-line error, 128 + N on signal N."""
     try:
+        line = split_command_line(sys.argv[1:] if argv is None else argv)
+        if line.help:
+            from cifar_jax.config_help import train_help
+
+            print(train_help(line.config))
+            return 0
         hosts.initialize_from_env()  # several processes: JAX_NUM_PROCESSES etc. (cifar_jax.hosts)
-        config, workdir = parse_command_line(sys.argv[1:] if argv is None else argv)
-        train_and_evaluate(config, workdir)
+        config = resolve_config(line)
+        if line.dry_run:
+            from cifar_jax.dry_run import dry_run
+
+            return dry_run(config, line.workdir)
+        train_and_evaluate(config, line.workdir)
     except CifarJaxError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
