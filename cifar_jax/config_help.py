@@ -96,7 +96,8 @@ def _assignment_order(path) -> dict[str, int]:
     return {key: rank for rank, key in enumerate(sorted(order, key=order.get))}
 
 
-def _shown(value) -> str:
+def shown(value) -> str:
+    """A config value as --config.KEY=VALUE takes it ('' for an empty string)."""
     if isinstance(value, str):
         return value if value and value.strip() == value else repr(value)
     if isinstance(value, tuple):
@@ -110,6 +111,13 @@ def _flat(config, prefix=""):
             yield from _flat(value, f"{prefix}{key}.")
         else:
             yield prefix + key, value
+
+
+def ordered_items(config) -> list[tuple[str, object]]:
+    """(key, value) of every config key, dotted if nested, in configs/default.py's order
+    (keys it lacks last, sorted)."""
+    order = _assignment_order(DEFAULT_CONFIG) if DEFAULT_CONFIG.is_file() else {}
+    return sorted(_flat(config), key=lambda item: order.get(item[0], len(order)))
 
 
 def train_help(config_path: str = "") -> str:
@@ -143,10 +151,8 @@ def train_help(config_path: str = "") -> str:
     comments.update(config_comments(file))
     lines.append(f"config keys (--config.KEY=VALUE) and their values in {config_path or 'configs/default.py'}:")
     wrap = textwrap.TextWrapper(width=width, initial_indent=" " * 6, subsequent_indent=" " * 6)
-    order = _assignment_order(DEFAULT_CONFIG) if DEFAULT_CONFIG.is_file() else {}
-    items = sorted(_flat(config), key=lambda item: order.get(item[0], len(order)))  # stable: new keys last
-    for key, value in items:
-        lines.append(f"  {key}={_shown(value)}")
+    for key, value in ordered_items(config):
+        lines.append(f"  {key}={shown(value)}")
         if key in comments:
             lines.extend(wrap.wrap(comments[key]))
     return "\n".join(lines)
