@@ -19,7 +19,7 @@ from typing import Optional
 import jax
 from tqdm import tqdm
 
-from cifar_jax import checkpoint, faults, hosts, models, multistep, report, run_files, workdir_lock
+from cifar_jax import checkpoint, faults, hosts, models, multistep, report, run_files, tensorboard, workdir_lock
 from cifar_jax.config import (parse_command_line, resolve_config, split_command_line,  # noqa: F401
                               training_changes, validate_config)
 from cifar_jax.data import load_dataset
@@ -75,6 +75,7 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
             run = RunContext(path, checkpoints, stop, steps_per_epoch, data.class_names,
                              rngs={"augment": augment_rng, "data": data_key})
             state, start_epoch = _resume(run, state)
+            run.curves = tensorboard.TrainingCurves(path, num_train, _metric_records(path), hosts.is_primary())
             state, run.rngs = multistep.replicate((state, run.rngs), mesh)
             train_images, train_labels, test_images, test_labels = multistep.replicate(
                 (data.train_images, data.train_labels, data.test_images, data.test_labels), mesh)
@@ -102,6 +103,7 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
                 record = _epoch_record(epoch, state, train, test, train_seconds,
                                        time.perf_counter() - epoch_start)
                 _log_epoch(path, record)
+                run.curves.add_epoch(record)  # WORKDIR/tensorboard, after metrics.jsonl has the epoch
                 _save_epoch(run, state, epoch, record)
             if stop:
                 _interrupt(run)
@@ -122,6 +124,7 @@ class RunContext:
     rngs: dict  # "augment" and "data" keys, saved with every checkpoint
     last_saved: Optional[tuple] = None  # (epoch, step) of the newest checkpoint a rerun resumes from
     unsaved: Optional[tuple] = None  # (state copy, epoch, record) of an epoch the policy did not save
+    curves: Optional[tensorboard.TrainingCurves] = None  # WORKDIR/tensorboard, rebuilt from metrics.jsonl
 
 
 @contextlib.contextmanager
@@ -234,6 +237,7 @@ def _epoch_record(epoch: int, state, train: dict, test: dict, train_seconds: flo
         "epoch": epoch,
         "step": int(hosts.local_value(state.step)),
         "last_lr": train["last_lr"],
+        "last_beta1": _last_beta1(state),
         "train_loss": train["loss"],
         "train_acc": train["accuracy"],
         "skipped_steps": train["skipped_steps"],
@@ -242,6 +246,21 @@ def _epoch_record(epoch: int, state, train: dict, test: dict, train_seconds: flo
         "train_seconds": train_seconds,
         "epoch_seconds": epoch_seconds,
     }
+
+
+def _last_beta1(state) -> Optional[float]:
+    """The momentum of the last update: Adam's beta1 (`b1`) or SGD's `momentum`."""
+    hyperparams = getattr(state.opt_state, "hyperparams", {})
+    value = hyperparams.get("b1", hyperparams.get("momentum"))
+    return None if value is None else float(hosts.local_value(value))
+
+
+def _metric_records(path: pathlib.Path) -> list[dict]:
+    """The epochs metrics.jsonl holds (none if it is absent or unreadable)."""
+    try:
+        return report.read_metrics(path) if (path / METRICS_FILE).is_file() else []
+    except CifarJaxError:
+        return []
 
 
 def _log_epoch(path: pathlib.Path, record: dict) -> None:
