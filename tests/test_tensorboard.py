@@ -137,3 +137,29 @@ def test_a_restart_rewrites_the_curves_from_the_kept_records(tmp_path):
     got = scalars(read_events(tmp_path / "tensorboard"))
     assert got["train/loss"] == [(0, 2.0), (1, 0.25)]
     assert got["speed/images_per_second"] == [(0, 10.0), (1, 10.0)]
+
+
+def _tree(path):
+    return {str(p.relative_to(path)): (p.stat().st_size, p.stat().st_mtime_ns) for p in path.rglob("*")}
+
+
+def test_dry_run_of_a_trained_run_says_finished_or_where_it_resumes(resumed_run, tmp_path, capsys):
+    """(Here because this module has a trained workdir: test_cli.py tests the other cases.)"""
+    from cifar_jax.train import main
+
+    _, workdir, _ = resumed_run
+    copy = tmp_path / "run"
+    shutil.copytree(workdir, copy)
+    from tests.conftest import REPO
+
+    argv = ["--config", str(REPO / "configs" / "smoke.py"), "--workdir", str(copy), "--dry-run"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"Workdir: {copy} holds the finished run (checkpoint step 24, epoch 2): a run trains nothing" in out
+    shutil.rmtree(copy / "checkpoints" / "24")
+    before = _tree(copy)
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert (f"Workdir: {copy}: a run resumes after epoch 1 at step 16 from {copy / 'checkpoints' / '16'} "
+            "and trains epochs 2..2") in out
+    assert _tree(copy) == before  # nothing written, no lock taken
