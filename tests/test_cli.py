@@ -234,3 +234,12 @@ def test_dry_run_of_a_workdir_of_another_config_or_locked(tmp_path, capsys):
         workdir_lock.release(lock)
     assert sorted(p.name for p in workdir.iterdir()) == ["config.json"]
     assert json.loads((workdir / "config.json").read_text()) == json.loads(saved.to_json())
+
+
+def test_the_package_exports_stay_importable_and_augment_stays_the_function():
+    import cifar_jax
+    import cifar_jax.augment  # noqa: F401  (the submodule of the same name)
+    from cifar_jax import ResNet9, augment, create_train_state, load_dataset  # noqa: F401
+
+    assert callable(augment) and augment.__name__ == "augment" and augment is cifar_jax.augment
+    assert sorted(cifar_jax.__all__) == sorted(cifar_jax._EXPORTS)
