@@ -6,6 +6,8 @@ the value it replaces, and every mistake raises ConfigError with a one-line fix.
 from __future__ import annotations
 
 import ast
+import dataclasses
+import difflib
 import json
 import pathlib
 import runpy
@@ -109,10 +111,27 @@ def apply_override(config: ml_collections.ConfigDict, key: str, text: str) -> No
     for part in parts[:-1]:
         node = node.get(part) if isinstance(node, ml_collections.ConfigDict) else None
     if not isinstance(node, ml_collections.ConfigDict) or parts[-1] not in node:
-        known = ", ".join(sorted(config.keys()))
-        raise ConfigError(f"unknown config key {key!r}; known keys: {known}")
+        raise ConfigError(f"unknown config key {key!r}; {_suggestion(config, key)}")
     with node.unlocked():
         node[parts[-1]] = parse_value(key, text, node[parts[-1]])
+
+
+def _suggestion(config: ml_collections.ConfigDict, key: str) -> str:
+    """`did you mean KEY?` for the closest known keys, else where to find them."""
+    known = list(_flat_keys(config))
+    close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
+    if close:
+        return "did you mean " + " or ".join(close) + "?"
+    return "python -m cifar_jax.train --help lists the keys"
+
+
+def _flat_keys(config: ml_collections.ConfigDict, prefix: str = ""):
+    """Every key of `config`, nested ones dotted (as --config.KEY names them)."""
+    for name, value in config.items():
+        if isinstance(value, ml_collections.ConfigDict):
+            yield from _flat_keys(value, f"{prefix}{name}.")
+        else:
+            yield prefix + name
 
 
 def _require(ok: bool, message: str) -> None:
@@ -199,31 +218,65 @@ def _saved(config: dict, key: str):
     return json.loads(json.dumps(complete_saved_config(config).get(key)))
 
 
-def parse_command_line(argv: list[str]) -> tuple[ml_collections.ConfigDict, str]:
-    """`--config FILE --workdir DIR [--config.KEY=VALUE ...]` -> (validated config, workdir)."""
-    options: dict[str, str] = {}
-    overrides: list[tuple[str, str]] = []
+USAGE = "--config FILE --workdir DIR [--config.KEY=VALUE ...] [--dry-run]"
+FLAGS = ("dry-run", "help")  # options without a value
+
+
+@dataclasses.dataclass
+class CommandLine:
+    """The training command line, split but not yet loaded (see `resolve_config`)."""
+
+    config: str = ""
+    workdir: str = ""
+    overrides: list = dataclasses.field(default_factory=list)  # (KEY, text), in order
+    dry_run: bool = False
+    help: bool = False
+
+
+def split_command_line(argv: list[str]) -> CommandLine:
+    """`--config FILE --workdir DIR [--config.KEY=VALUE ...] [--dry-run] [-h | --help]`,
+    split into its parts; ConfigError (one line) for anything else."""
+    line = CommandLine()
     args = list(argv)
     while args:
         arg = args.pop(0)
+        if arg == "-h":
+            arg = "--help"
         if not arg.startswith("--"):
-            raise ConfigError(f"unexpected argument {arg!r}; usage: --config FILE --workdir DIR [--config.KEY=VALUE ...]")
+            raise ConfigError(f"unexpected argument {_shown(arg)!r}; usage: {USAGE}")
         name, has_value, value = arg[2:].partition("=")
+        if name in FLAGS:
+            if has_value:
+                raise ConfigError(f"--{name} takes no value")
+            setattr(line, name.replace("-", "_"), True)
+            continue
         if not has_value:
             if not args:
                 raise ConfigError(f"{_shown(arg)} needs a value, e.g. {_shown(arg)}=VALUE")
             value = args.pop(0)
         if name.startswith("config."):
-            overrides.append((name[len("config."):], value))
+            line.overrides.append((name[len("config."):], value))
         elif name in ("config", "workdir"):
-            options[name] = value
+            setattr(line, name, value)
         else:
-            raise ConfigError(f"unknown option --{_shown(name)}; use --config FILE, --workdir DIR and --config.KEY=VALUE")
+            raise ConfigError(f"unknown option --{_shown(name)}; use --config FILE, --workdir DIR and "
+                              "--config.KEY=VALUE (--help lists them)")
+    return line
+
+
+def resolve_config(line: CommandLine) -> ml_collections.ConfigDict:
+    """The validated config of a command line: its file, then its overrides in order."""
     for name in ("config", "workdir"):
-        if not options.get(name):
+        if not getattr(line, name):
             raise ConfigError(f"--{name} is required; usage: --config configs/default.py --workdir runs/NAME")
-    config = load_config_file(options["config"])
-    for key, text in overrides:
+    config = load_config_file(line.config)
+    for key, text in line.overrides:
         apply_override(config, key, text)
     validate_config(config)
-    return config, options["workdir"]
+    return config
+
+
+def parse_command_line(argv: list[str]) -> tuple[ml_collections.ConfigDict, str]:
+    """`--config FILE --workdir DIR [--config.KEY=VALUE ...]` -> (validated config, workdir)."""
+    line = split_command_line(argv)
+    return resolve_config(line), line.workdir

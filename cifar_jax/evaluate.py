@@ -3,7 +3,8 @@
 Restores a checkpoint of the run in DIR (default: the latest) with the config that run
 saved, evaluates it on the test split of that config's dataset, prints top-1 and top-5
 accuracy, per-class accuracy, the parameter count and the size on disk of the saved
-parameters, and writes DIR/confusion.png. With --torch-weights, evaluates a PyTorch
+parameters, and writes DIR/confusion.png (and the figures and that image to
+DIR/tensorboard/). With --torch-weights, evaluates a PyTorch
 state_dict of the seed's ResNet9 instead (converted by cifar_jax.convert), with DIR's
 config (or --config FILE's) giving the dataset, classes and width.
 """
@@ -81,13 +82,14 @@ def _torch_variables(path, workdir, config_file):
 
 
 def evaluate_run(workdir, step=None, best=False, batch_size=None, confusion_png=True,
-                 torch_weights=None, config_file=None) -> dict:
+                 torch_weights=None, config_file=None, tensorboard=None) -> dict:
     """Evaluates one checkpoint of `workdir` on its config's test split; see the module doc.
 
     Returns the figures printed by the command (`top1`, `top5`, `loss`, `params`,
     `param_bytes`, `step`, `epoch`, `per_class`, ...) and writes WORKDIR/confusion.png
-    unless `confusion_png` is False. Raises CifarJaxError for unusable input, before
-    writing anything.
+    unless `confusion_png` is False, and (`tensorboard`, by default as `confusion_png`)
+    the figures and that image to WORKDIR/tensorboard at the checkpoint's epoch (not for
+    --torch-weights). Raises CifarJaxError for unusable input, before writing anything.
     """
     from cifar_jax.data import load_dataset  # readers are heavy; only when evaluating
 
@@ -127,6 +129,12 @@ def evaluate_run(workdir, step=None, best=False, batch_size=None, confusion_png=
 
         path = pathlib.Path(workdir) / CONFUSION_FILE
         result["confusion_png"] = str(write_confusion(path, matrix, data.class_names))
+    if (confusion_png if tensorboard is None else tensorboard) and workdir and not torch_weights:
+        from cifar_jax.tensorboard import write_evaluation
+
+        events = write_evaluation(workdir, result, result.get("confusion_png"))
+        if events is not None:
+            result["tensorboard"] = str(events)
     return result
 
 
@@ -149,6 +157,8 @@ def format_report(result: dict) -> str:
         lines.append("  " + "   ".join(items[start : start + 4]))
     if "confusion_png" in result:
         lines.append(f"Confusion matrix: {result['confusion_png']}")
+    if "tensorboard" in result:
+        lines.append(f"TensorBoard events: {result['tensorboard']}")
     return "\n".join(lines)
 
 

@@ -229,6 +229,13 @@ def make_optimizer(config, steps_per_epoch: int, head_key: str | None = None) ->
         order = clip + decay + rule if mode == "l2" else clip + rule + decay
         return optax.chain(*order, optax.scale_by_learning_rate(learning_rate))
 
+    def split(learning_rate, b1):  # head and backbone apart: only when they differ
+        backbone = optax.set_to_zero() if freeze else chain(learning_rate * mult, b1)
+        return optax.multi_transform(
+            {"head": chain(learning_rate, b1), "backbone": backbone},
+            lambda params: param_labels(params, head_key),
+        )
+
     factory = chain
     if freeze or mult != 1:
         if head_key is None:
@@ -236,13 +243,7 @@ def make_optimizer(config, steps_per_epoch: int, head_key: str | None = None) ->
                 f"model {config.model} has no head to separate; "
                 "set --config.backbone_lr_mult=1 and --config.freeze_backbone=false"
             )
-
-        def factory(learning_rate, b1):
-            backbone = optax.set_to_zero() if freeze else chain(learning_rate * mult, b1)
-            return optax.multi_transform(
-                {"head": chain(learning_rate, b1), "backbone": backbone},
-                lambda params: param_labels(params, head_key),
-            )
+        factory = split
 
     if sgd:  # the hyperparameter's name in the state: "momentum", as in torch's SGD
         return optax.inject_hyperparams(lambda learning_rate, momentum: factory(learning_rate, momentum))(

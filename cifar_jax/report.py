@@ -17,9 +17,9 @@ import numpy as np
 
 from cifar_jax.cli_common import ArgumentParser
 from cifar_jax.errors import CifarJaxError
+from cifar_jax.run_dir import METRICS_FILE
 from cifar_jax.run_files import write_error
 
-METRICS_FILE = "metrics.jsonl"  # written by cifar_jax.train, one JSON object per epoch
 CURVES_FILE = "curves.png"
 CONFUSION_FILE = "confusion.png"
 

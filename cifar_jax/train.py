@@ -19,15 +19,13 @@ from typing import Optional
 import jax
 from tqdm import tqdm
 
-from cifar_jax import checkpoint, faults, hosts, models, multistep, report, run_files, workdir_lock
-from cifar_jax.config import parse_command_line, training_changes, validate_config
+from cifar_jax import checkpoint, faults, hosts, models, multistep, report, run_dir, run_files, tensorboard, workdir_lock
+from cifar_jax.config import resolve_config, split_command_line, validate_config
 from cifar_jax.data import load_dataset
 from cifar_jax.errors import CifarJaxError
 from cifar_jax.models import parameter_summary
 from cifar_jax.steps import TrainState, create_train_state
 
-METRICS_FILE = "metrics.jsonl"
-CONFIG_FILE = "config.json"
 
 
 def train_and_evaluate(config, workdir: str) -> TrainState:
@@ -68,12 +66,13 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
         state = create_train_state(init_rng, config, steps_per_epoch, data.train_images.shape[1:])
         _log_model(config, state, mesh)
         if hosts.is_primary():
-            run_files.write_text_atomically(path / CONFIG_FILE, config.to_json(indent=2))
+            run_files.write_text_atomically(path / run_dir.CONFIG_FILE, config.to_json(indent=2))
         # Closing the checkpoints waits for the last save to reach the disk.
         with checkpoint.open_manager(path, config) as checkpoints, faults.catch_signals() as stop:
             run = RunContext(path, checkpoints, stop, steps_per_epoch, data.class_names,
                              rngs={"augment": augment_rng, "data": data_key})
             state, start_epoch = _resume(run, state)
+            run.curves = tensorboard.TrainingCurves(path, num_train, _metric_records(path), hosts.is_primary())
             state, run.rngs = multistep.replicate((state, run.rngs), mesh)
             train_images, train_labels, test_images, test_labels = multistep.replicate(
                 (data.train_images, data.train_labels, data.test_images, data.test_labels), mesh)
@@ -101,6 +100,7 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
                 record = _epoch_record(epoch, state, train, test, train_seconds,
                                        time.perf_counter() - epoch_start)
                 _log_epoch(path, record)
+                run.curves.add_epoch(record)  # WORKDIR/tensorboard, after metrics.jsonl has the epoch
                 _save_epoch(run, state, epoch, record)
             if stop:
                 _interrupt(run)
@@ -121,6 +121,7 @@ class RunContext:
     rngs: dict  # "augment" and "data" keys, saved with every checkpoint
     last_saved: Optional[tuple] = None  # (epoch, step) of the newest checkpoint a rerun resumes from
     unsaved: Optional[tuple] = None  # (state copy, epoch, record) of an epoch the policy did not save
+    curves: Optional[tensorboard.TrainingCurves] = None  # WORKDIR/tensorboard, rebuilt from metrics.jsonl
 
 
 @contextlib.contextmanager
@@ -128,7 +129,7 @@ def _own_workdir(workdir: str, config):
     """The workdir as a Path, checked, created and locked while the run lasts (one
     training run per workdir); a run that fails before writing anything leaves no
     empty workdir behind."""
-    path = check_workdir(workdir, config)
+    path = run_dir.check_workdir(workdir, config)
     primary = hosts.is_primary()  # with several processes, only process 0 writes files
     created = primary and not path.exists()
     if primary:
@@ -138,7 +139,7 @@ def _own_workdir(workdir: str, config):
             raise run_files.write_error(path, error) from None
     lock = workdir_lock.acquire(path) if primary else None  # taken before the slow parts
     try:
-        check_workdir(workdir, config)  # again: the previous owner may have just written it
+        run_dir.check_workdir(workdir, config)  # again: the previous owner may have just written it
         yield path
     finally:
         if lock is not None:
@@ -181,7 +182,7 @@ def _resume(run: RunContext, state: TrainState) -> tuple[TrainState, int]:
         run.rngs = {"augment": resume.rngs["augment"], "data": resume.rngs["data"]}
         say(f"Resuming after epoch {start_epoch - 1} (step {resume.step}) from {run.checkpoints.directory}")
     if hosts.is_primary():
-        _keep_metrics_before(run.path, start_epoch)
+        run_dir.keep_metrics_before(run.path, start_epoch)
     return state, start_epoch
 
 
@@ -233,6 +234,7 @@ def _epoch_record(epoch: int, state, train: dict, test: dict, train_seconds: flo
         "epoch": epoch,
         "step": int(hosts.local_value(state.step)),
         "last_lr": train["last_lr"],
+        "last_beta1": _last_beta1(state),
         "train_loss": train["loss"],
         "train_acc": train["accuracy"],
         "skipped_steps": train["skipped_steps"],
@@ -241,6 +243,21 @@ def _epoch_record(epoch: int, state, train: dict, test: dict, train_seconds: flo
         "train_seconds": train_seconds,
         "epoch_seconds": epoch_seconds,
     }
+
+
+def _last_beta1(state) -> Optional[float]:
+    """The momentum of the last update: Adam's beta1 (`b1`) or SGD's `momentum`."""
+    hyperparams = getattr(state.opt_state, "hyperparams", {})
+    value = hyperparams.get("b1", hyperparams.get("momentum"))
+    return None if value is None else float(hosts.local_value(value))
+
+
+def _metric_records(path: pathlib.Path) -> list[dict]:
+    """The epochs metrics.jsonl holds (none if it is absent or unreadable)."""
+    try:
+        return report.read_metrics(path) if (path / run_dir.METRICS_FILE).is_file() else []
+    except CifarJaxError:
+        return []
 
 
 def _log_epoch(path: pathlib.Path, record: dict) -> None:
@@ -252,44 +269,7 @@ def _log_epoch(path: pathlib.Path, record: dict) -> None:
         + (f", skipped {record['skipped_steps']} non-finite steps" if record["skipped_steps"] else "")
     )
     if hosts.is_primary():
-        run_files.append_line(path / METRICS_FILE, json.dumps(record))
-
-
-def check_workdir(workdir: str, config) -> pathlib.Path:
-    """The workdir as a Path; refuses a file, or a run trained with a different config."""
-    path = pathlib.Path(workdir)
-    if path.exists() and not path.is_dir():
-        raise CifarJaxError(f"workdir {workdir} is a file; pass a directory to --workdir")
-    saved_file = path / CONFIG_FILE
-    if saved_file.exists():
-        try:
-            saved = json.loads(saved_file.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise CifarJaxError(f"{saved_file} is not readable JSON ({type(error).__name__}); restore it "
-                                "from a copy of the run, or pass a new --workdir") from None
-        if not isinstance(saved, dict):
-            raise CifarJaxError(f"{saved_file} does not hold a config object; pass a new --workdir")
-        changed = training_changes(saved, json.loads(config.to_json()))
-        if changed:
-            raise CifarJaxError(
-                f"workdir {workdir} holds a run with a different config ({', '.join(changed)}); "
-                "rerun with the same config to resume, or pass a new --workdir"
-            )
-    elif (path / METRICS_FILE).exists():
-        raise CifarJaxError(
-            f"workdir {workdir} holds metrics but no {CONFIG_FILE}; pass a new --workdir"
-        )
-    return path
-
-
-def _keep_metrics_before(path: pathlib.Path, epoch: int) -> None:
-    """Drops metric lines of epochs that a resumed run will train again."""
-    file = path / METRICS_FILE
-    if file.exists():
-        lines = [line for line in file.read_text().splitlines() if line.strip()]
-        kept = [line for line in lines if json.loads(line)["epoch"] < epoch]
-        if kept != lines:
-            run_files.write_text_atomically(file, "".join(line + "\n" for line in kept))
+        run_files.append_line(path / run_dir.METRICS_FILE, json.dumps(record))
 
 
 def enable_compilation_cache(cache_dir: str) -> None:
@@ -309,9 +289,19 @@ def say(text: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     """The command: 0 when done, 2 on a one-line error, 128 + N on signal N."""
     try:
+        line = split_command_line(sys.argv[1:] if argv is None else argv)
+        if line.help:
+            from cifar_jax.config_help import train_help
+
+            print(train_help(line.config))
+            return 0
         hosts.initialize_from_env()  # several processes: JAX_NUM_PROCESSES etc. (cifar_jax.hosts)
-        config, workdir = parse_command_line(sys.argv[1:] if argv is None else argv)
-        train_and_evaluate(config, workdir)
+        config = resolve_config(line)
+        if line.dry_run:
+            from cifar_jax.dry_run import dry_run
+
+            return dry_run(config, line.workdir)
+        train_and_evaluate(config, line.workdir)
     except CifarJaxError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

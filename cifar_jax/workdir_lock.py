@@ -30,6 +30,25 @@ class WorkdirLock:
     fd: int  # open, and flock'ed, until `release`
 
 
+def holder(workdir) -> str | None:
+    """Who holds WORKDIR's lock ("training process PID", with the host when another), or
+    None when it is free. Only looks: the lock is not kept, and no file is created."""
+    path = pathlib.Path(workdir) / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None  # no lock file: nobody holds it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return None
+    except BlockingIOError:
+        return str(_refusal(workdir, path))
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
 def _refusal(workdir, path: pathlib.Path) -> WorkdirLocked:
     try:
         fields = dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)

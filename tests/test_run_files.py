@@ -5,7 +5,8 @@ import os
 
 import pytest
 
-from cifar_jax import checkpoint, run_files, train
+from cifar_jax import checkpoint, run_dir, run_files, train
+from cifar_jax.config import parse_command_line
 from cifar_jax.errors import CifarJaxError
 from tests.conftest import REPO
 from tests.disks import fill, tiny_disk
@@ -85,4 +86,4 @@ def test_a_disk_full_during_training_loses_nothing(disk, monkeypatch, capsys):
     # Space freed, the same command trains: the workdir was left resumable.
     for filler in disk.glob("filler-*"):
         filler.unlink()
-    train.check_workdir(str(workdir), train.parse_command_line(_argv(workdir))[0])
+    run_dir.check_workdir(str(workdir), parse_command_line(_argv(workdir))[0])

@@ -84,6 +84,12 @@ def _parts(name: str) -> tuple[str, ...] | None:
     return parts
 
 
+def folder_layout(root) -> dict:
+    """{split: {class: [(name, path)]}} of the image folder `root`, from file names alone
+    (nothing is decoded, no cache written); DataError when it has no class folders."""
+    return _select(root, _list_folder(root))
+
+
 def _list_folder(root):
     files = {}
     for pattern in ("*/*/*", "*/*/*/*"):

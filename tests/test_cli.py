@@ -1,0 +1,245 @@
+"""The command lines: --help everywhere, train's key list and did-you-mean, the
+`cifar-jax` dispatcher, and train --dry-run."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from cifar_jax import cli, workdir_lock
+from cifar_jax.config import load_config_file
+from cifar_jax.config_help import config_comments, train_help
+from cifar_jax.train import main as train_main
+from tests.conftest import REPO
+
+SMOKE = str(REPO / "configs" / "smoke.py")
+DEFAULT = str(REPO / "configs" / "default.py")
+
+
+# --help ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("command", list(cli.COMMANDS))
+def test_every_command_prints_its_help_and_exits_0(command, capsys):
+    assert cli.main([command, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage:") and len(out.splitlines()) > 3
+
+
+@pytest.mark.parametrize("module", ["evaluate", "predict", "report", "zoo", "download"])
+def test_the_python_m_modules_print_their_help_and_exit_0(module, capsys):
+    import importlib
+
+    main = importlib.import_module(f"cifar_jax.{module}").main
+    try:
+        code = main(["--help"])
+    except SystemExit as done:  # argparse's --help exits; `python -m` gives status 0 either way
+        code = done.code or 0
+    assert code == 0 and capsys.readouterr().out.startswith("usage:")
+
+
+def test_train_help_lists_every_key_with_its_default_and_comment(capsys):
+    assert train_main(["--help"]) == 0  # no --config, no --workdir needed
+    out = capsys.readouterr().out
+    assert out.startswith("usage: python -m cifar_jax.train --config FILE --workdir DIR")
+    assert "--dry-run" in out
+    lines = out.splitlines()
+    for key, value in load_config_file(DEFAULT).items():
+        assert any(line.startswith(f"  {key}=") for line in lines), key
+    assert "  learning_rate=0.001\n      one-cycle peak (OneCycleLR max_lr)" in out
+    assert "  mean=(0.5071, 0.4867, 0.4408)\n      Normalisation applied on the device" in out
+    assert "  data_dir=''\n" in out and "  num_classes=100\n  verify_md5=True\n" in out  # no comment: none shown
+    # Keys in the file's order, not sorted.
+    assert out.index("  dataset=") < out.index("  model=") < out.index("  learning_rate=")
+
+
+def test_train_help_with_a_config_shows_its_values_and_default_py_comments(capsys):
+    assert train_main(["--config", SMOKE, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "  width=0.25\n      channel multiplier" in out and "  dataset=synthetic\n" in out
+
+
+def test_config_comments_from_the_source(tmp_path):
+    source = tmp_path / "c.py"
+    source.write_text(
+        "import ml_collections\n\n\ndef get_config():\n"
+        "    config = ml_collections.ConfigDict()\n\n"
+        "    # Section.\n"
+        "    # Two lines\n    # about a.\n"
+        "    config.a = 1\n"
+        "    config.b = (1,\n                2)  # b's comment\n"
+        "    config.c = 'no comment'\n\n"
+        "    # Intro to a section.\n"
+        "    config.d = 4  # inline wins over a section intro\n"
+        "    config.sub = ml_collections.ConfigDict()\n"
+        "    config.sub.e = 5  # nested\n\n"
+        "    # Training.\n"
+        "    config.f = 6\n"
+        "    return config\n")
+    assert config_comments(source) == {"a": "Two lines about a.", "b": "b's comment",
+                                       "d": "inline wins over a section intro", "sub.e": "nested"}
+    assert config_comments(tmp_path / "missing.py") == {}
+    (tmp_path / "bad.py").write_text("def (:\n")
+    assert config_comments(tmp_path / "bad.py") == {}
+    help_text = train_help(str(source))
+    assert "  sub.e=5\n      nested" in help_text and "  c=no comment\n" in help_text
+
+
+def _one_line_error(argv, capsys):
+    assert train_main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err
+    return err
+
+
+def test_a_mistyped_key_gets_did_you_mean(tmp_path, capsys):
+    err = _one_line_error(["--config", SMOKE, "--workdir", str(tmp_path / "w"), "--config.learnin_rate=0.1"], capsys)
+    assert err == "error: unknown config key 'learnin_rate'; did you mean learning_rate?"
+    err = _one_line_error(["--config", SMOKE, "--workdir", str(tmp_path / "w"), "--config.zqxv=1"], capsys)
+    assert err == "error: unknown config key 'zqxv'; python -m cifar_jax.train --help lists the keys"
+    assert "takes no value" in _one_line_error(["--dry-run=yes"], capsys)
+    assert not (tmp_path / "w").exists()
+
+
+# cifar-jax ------------------------------------------------------------------------------
+
+def test_cifar_jax_help_lists_each_command_on_one_line(capsys):
+    assert cli.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for name in ("train", "evaluate", "predict", "report", "models", "download"):
+        assert sum(line.startswith(f"  {name} ") for line in out.splitlines()) == 1
+
+
+def test_cifar_jax_without_a_command_or_with_an_unknown_one_exits_2(capsys):
+    assert cli.main([]) == 2
+    assert capsys.readouterr().err.startswith("usage: cifar-jax COMMAND")
+    assert cli.main(["fly"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown command 'fly'") and err.count("\n") == 1
+
+
+def test_cifar_jax_passes_the_arguments_on(tmp_path, capsys):
+    assert cli.main(["models"]) == 0
+    assert "resnet9" in capsys.readouterr().out
+    assert cli.main(["report", "--workdir", str(tmp_path)]) == 2
+    assert "metrics.jsonl is missing" in capsys.readouterr().err
+    assert cli.main(["evaluate", "--step", "x"]) == 2  # argparse's usage error, as one line
+    assert "invalid int value" in capsys.readouterr().err
+    assert cli.main(["train", "--config", SMOKE, "--workdir", str(tmp_path / "w"), "--dry-run"]) == 0
+    assert "Steps: 8 per epoch" in capsys.readouterr().out
+
+
+def test_python_m_cifar_jax_cli_download_help_does_not_import_jax():
+    code = ("import sys; from cifar_jax.cli import main; code = main(['download', '--help']); "
+            "print('jax imported:', 'jax' in sys.modules); sys.exit(code)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
+                            env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert result.returncode == 0, result.stderr
+    assert "usage: python -m cifar_jax.download" in result.stdout and "jax imported: False" in result.stdout
+    result = subprocess.run([sys.executable, "-m", "cifar_jax.cli", "report", "--help"], cwd=REPO,
+                            capture_output=True, text=True, timeout=300, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert result.returncode == 0 and result.stdout.startswith("usage:")
+
+
+@pytest.mark.skipif(shutil.which("cifar-jax") is None, reason="the console script is installed by pip install -e .")
+def test_the_installed_console_script():
+    result = subprocess.run(["cifar-jax", "--help"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and "download" in result.stdout
+
+
+# --dry-run ------------------------------------------------------------------------------
+
+def _dry_run(argv, capsys, code=0):
+    assert train_main([*argv, "--dry-run"]) == code
+    captured = capsys.readouterr()
+    lines = dict(line.split(": ", 1) for line in captured.out.splitlines()
+                 if line.split(":")[0] in ("Model", "Data", "Steps", "Devices", "Workdir"))
+    return captured.out, lines, captured.err
+
+
+def test_dry_run_of_a_new_synthetic_run(tmp_path, capsys):
+    workdir = tmp_path / "new"
+    out, lines, err = _dry_run(["--config", SMOKE, "--workdir", str(workdir), "--config.width=0.5"], capsys)
+    assert out.startswith("Dry run: nothing is trained, downloaded or written.\nConfig:\n  dataset=synthetic\n")
+    assert "  width=0.5\n" in out and err == ""
+    assert lines["Model"].startswith("resnet9 width 0.5, 10 classes:") and "parameters" in lines["Model"]
+    assert lines["Data"] == "synthetic, generated in memory: 512 train / 256 test images, 10 classes"
+    assert lines["Steps"] == "8 per epoch (batch 64), 24 in 3 epochs"
+    assert lines["Devices"].startswith("1 cpu device") and "float32 compute" in lines["Devices"]
+    assert lines["Workdir"] == f"{workdir} is new: a run creates it and starts at epoch 0"
+    assert not workdir.exists()
+
+
+def test_dry_run_of_cifar100_to_download_downloads_nothing(tmp_path, capsys):
+    data = tmp_path / "data"
+    _, lines, _ = _dry_run(["--config", DEFAULT, "--workdir", str(tmp_path / "w"), f"--config.data_dir={data}",
+                            "--config.data_url=http://127.0.0.1:9/mirror/"], capsys)
+    assert lines["Data"] == (f"cifar100 is not in {data}: a run would download "
+                             "http://127.0.0.1:9/mirror/cifar-100-python.tar.gz (169 MB) to "
+                             f"{data}/cifar-100-python.tar.gz (50,000 train / 10,000 test images)")
+    assert lines["Model"].startswith("resnet9 width 1, 100 classes: 7,598,820 parameters, 30.40 MB")
+    assert lines["Steps"] == "196 per epoch (batch 256, the last one 80 images, padded and masked), 5,880 in 30 epochs"
+    assert not data.exists() and not (tmp_path / "w").exists()
+
+
+def test_dry_run_finds_the_archive_in_place(tmp_path, capsys):
+    (tmp_path / "cifar-10-python.tar.gz").write_bytes(b"")  # found by name; a run checks the md5
+    _, lines, _ = _dry_run(["--config", DEFAULT, "--workdir", str(tmp_path / "w"), "--config.dataset=cifar10",
+                            "--config.num_classes=10", f"--config.data_dir={tmp_path}"], capsys)
+    assert lines["Data"] == f"cifar10 from {tmp_path}/cifar-10-python.tar.gz (50,000 train / 10,000 test images)"
+
+
+@pytest.mark.parametrize("overrides, section, reason", [
+    (["--config.download=false", "--config.data_dir={tmp}"], "Data", "download=False"),
+    (["--config.num_classes=10"], "Data", "cifar100 has 100 classes but num_classes=10"),
+    (["--config.max_param_mb=5"], "Model", "over max_param_mb=5"),
+])
+def test_dry_run_says_why_a_run_would_be_refused(tmp_path, capsys, overrides, section, reason):
+    overrides = [o.replace("{tmp}", str(tmp_path)) for o in overrides]
+    _, lines, err = _dry_run(["--config", DEFAULT, "--workdir", str(tmp_path / "w"), *overrides], capsys, code=2)
+    assert lines[section].startswith("refused: ") and reason in lines[section]
+    assert err.startswith("error: a run would be refused: ") and reason in err and err.count("\n") == 1
+    assert "Steps" in lines and "Workdir" in lines  # the rest of the plan is still printed
+
+
+def test_dry_run_of_an_image_folder_counts_its_images(tmp_path, capsys):
+    for split, count in (("train", 3), ("test", 2)):
+        for name in ("cat", "dog"):
+            folder = tmp_path / "images" / split / name
+            folder.mkdir(parents=True)
+            for i in range(count):
+                (folder / f"{i}.png").write_bytes(b"not decoded by a dry run")
+    _, lines, _ = _dry_run(["--config", SMOKE, "--workdir", str(tmp_path / "w"), "--config.dataset=image_folder",
+                            f"--config.data_dir={tmp_path / 'images'}", "--config.num_classes=2"], capsys)
+    assert lines["Data"] == f"image_folder {tmp_path / 'images'}: 6 train / 4 test images, 2 classes"
+    assert lines["Steps"] == "1 per epoch (batch 64, the last one 6 images, padded and masked), 3 in 3 epochs"
+
+
+def test_dry_run_of_a_workdir_of_another_config_or_locked(tmp_path, capsys):
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    saved = load_config_file(SMOKE)
+    (workdir / "config.json").write_text(saved.to_json())
+    _, lines, _ = _dry_run(["--config", SMOKE, "--workdir", str(workdir)], capsys)
+    assert lines["Workdir"] == f"{workdir} exists with no checkpoint: a run starts at epoch 0"
+    _, lines, _ = _dry_run(["--config", SMOKE, "--workdir", str(workdir), "--config.learning_rate=0.5"],
+                           capsys, code=2)
+    assert lines["Workdir"].startswith("refused: ") and "different config (learning_rate)" in lines["Workdir"]
+    lock = workdir_lock.acquire(workdir)  # this live process holds it
+    try:
+        _, lines, _ = _dry_run(["--config", SMOKE, "--workdir", str(workdir)], capsys, code=2)
+        assert lines["Workdir"].startswith(f"refused: workdir {workdir} is already in use by this process")
+    finally:
+        workdir_lock.release(lock)
+    assert sorted(p.name for p in workdir.iterdir()) == ["config.json"]
+    assert json.loads((workdir / "config.json").read_text()) == json.loads(saved.to_json())
+
+
+def test_the_package_exports_stay_importable_and_augment_stays_the_function():
+    import cifar_jax
+    import cifar_jax.augment  # noqa: F401  (the submodule of the same name)
+    from cifar_jax import ResNet9, augment, create_train_state, load_dataset  # noqa: F401
+
+    assert callable(augment) and augment.__name__ == "augment" and augment is cifar_jax.augment
+    assert sorted(cifar_jax.__all__) == sorted(cifar_jax._EXPORTS)
