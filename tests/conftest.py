@@ -39,6 +39,10 @@ try:  # now, not lazily: hypothesis's pytest plugin imports it in the terminal s
     import hypothesis  # noqa: E402,F401  (Python 3.11.7's parser can fail: "AST constructor
 except ImportError:  # recursion depth mismatch" after Orbax/TensorStore ran in the process)
     pass
+else:  # its caches in a temporary folder, not .hypothesis/ in whatever directory pytest runs from
+    from hypothesis.configuration import set_hypothesis_home_dir  # noqa: E402
+
+    set_hypothesis_home_dir(str(pathlib.Path(tempfile.gettempdir()) / "cifar_jax_test_hypothesis"))
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 

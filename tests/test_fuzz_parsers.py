@@ -22,7 +22,8 @@ from tests import cifar_files  # noqa: E402
 from tests.conftest import REPO  # noqa: E402
 
 FUZZ = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "200")), deadline=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large], derandomize=True)
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large], derandomize=True,
+                database=None)  # derandomized: nothing to replay, and no .hypothesis/ in the working directory
 
 
 @st.composite
