@@ -1,10 +1,32 @@
 """Shared test setup: CPU only, and a persistent XLA cache so that identical train
 steps compiled by several tests (and by CLI subprocesses) compile once per session."""
+import atexit
 import os
 import pathlib
+import shutil
 import tempfile
 
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Forced, not defaulted: the assertions are about CPU numbers and one CPU device, whatever
+# the shell exports (JAX_PLATFORMS=cuda, or XLA_FLAGS forcing 3 host devices). Tests that
+# need N devices start a subprocess with their own XLA_FLAGS.
+os.environ["JAX_PLATFORMS"] = "cpu"
+_flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if not f.startswith("--xla_force_host_platform_device_count")]
+if _flags:
+    os.environ["XLA_FLAGS"] = " ".join(_flags)
+else:
+    os.environ.pop("XLA_FLAGS", None)
+# One process: `train.main` starts jax.distributed when JAX_NUM_PROCESSES > 1 is set
+# (cifar_jax.hosts); test_multi_process.py sets these for its own subprocesses.
+for _name in ("JAX_NUM_PROCESSES", "JAX_PROCESS_ID", "JAX_COORDINATOR_ADDRESS"):
+    os.environ.pop(_name, None)
+# Nothing a test runs writes into the user's home: image_folder's default cache
+# (cifar_jax.data.image_folder: $XDG_CACHE_HOME/cifar_jax) goes to a folder of this session,
+# matplotlib's font cache next to the XLA cache below (kept: building it takes seconds).
+# Subprocesses inherit both.
+_SESSION = pathlib.Path(tempfile.mkdtemp(prefix="cifar_jax_tests_"))
+atexit.register(shutil.rmtree, _SESSION, ignore_errors=True)
+os.environ["XDG_CACHE_HOME"] = str(_SESSION / "cache")
+os.environ.setdefault("MPLCONFIGDIR", str(pathlib.Path(tempfile.gettempdir()) / "cifar_jax_test_matplotlib"))
 _CACHE = pathlib.Path(tempfile.gettempdir()) / "cifar_jax_test_xla_cache"
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(_CACHE))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
@@ -17,6 +39,10 @@ try:  # now, not lazily: hypothesis's pytest plugin imports it in the terminal s
     import hypothesis  # noqa: E402,F401  (Python 3.11.7's parser can fail: "AST constructor
 except ImportError:  # recursion depth mismatch" after Orbax/TensorStore ran in the process)
     pass
+else:  # its caches in a temporary folder, not .hypothesis/ in whatever directory pytest runs from
+    from hypothesis.configuration import set_hypothesis_home_dir  # noqa: E402
+
+    set_hypothesis_home_dir(str(pathlib.Path(tempfile.gettempdir()) / "cifar_jax_test_hypothesis"))
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 

@@ -221,3 +221,19 @@ def test_num_classes_must_match_the_folder(tmp_path):
         load_dataset(config)
     cifar_files.assert_one_line(error, "config num_classes=100 but the image_folder data has 3 classes",
                                 "--config.num_classes=3")
+
+
+def test_class_order_is_by_name_whatever_the_archive_order(tmp_path):
+    """Labels follow the sorted class names (code point order: capitals first), not the order
+    in which an archive lists its members or a file system returns its folders."""
+    classes = ("zebra", "Mango", "apple")
+    members, expected = _members(classes=classes)
+    backwards = dict(reversed(list(members.items())))  # zebra's last image first
+    assert list(backwards)[0].startswith("test/zebra/") and list(backwards)[-1].startswith("train/Mango/")
+    sources = [cifar_files.write_zip(tmp_path / "backwards.zip", backwards),
+               cifar_files.write_tar(tmp_path / "backwards.tar", backwards, mode="w")]
+    cifar_files.extract_members(tmp_path / "folder", backwards)
+    sources.append(tmp_path / "folder")
+    for source in sources:
+        data = load_image_folder(str(source), str(tmp_path / f"cache-{source.name}"))
+        _assert_expected(data, expected, classes=("Mango", "apple", "zebra"))

@@ -73,6 +73,18 @@ def test_evaluate_json_matches_eval_step(run, capsys):
     # Per-class accuracies average (weighted by class counts) to top-1.
     counts = np.bincount(data.test_labels, minlength=10)
     assert np.dot(list(result["per_class"].values()), counts) / counts.sum() == pytest.approx(result["top1"])
+    # top-5 and per-class accuracy against numpy on the logits evaluate computes (the same
+    # compiled forward and batches, so the same floats: no near-tie can flip an answer).
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    logits = evaluate.compute_logits(variables, config, data.test_images, config.eval_batch_size)
+    ranked = np.argsort(-logits, axis=1)
+    in_top5 = (ranked[:, :5] == data.test_labels[:, None]).any(axis=1)
+    assert 0 < in_top5.mean() < 1  # a test that can tell top-5 from top-1 and from 1.0
+    assert in_top5.mean() > result["top1"]
+    assert result["top5"] == pytest.approx(in_top5.mean(), abs=1e-9)
+    top1 = ranked[:, 0] == data.test_labels
+    for i, name in enumerate(CLASS_NAMES):
+        assert result["per_class"][name] == pytest.approx(top1[data.test_labels == i].mean(), abs=1e-9), name
     png = run / "confusion.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and Image.open(png).size[0] >= 800
 
@@ -177,6 +189,23 @@ def test_predict_matches_the_model_on_a_cifar_sized_image(run, images):
     got = dict(results[0][1])
     for i, name in enumerate(CLASS_NAMES):
         assert got[name] == pytest.approx(float(expected[i]), abs=1e-5)
+
+
+def test_predict_cli_step_and_best(run, images, capsys):
+    """--step N and --best pick the checkpoint (the run's best test accuracy is epoch 1's)."""
+    probabilities = {}
+    for flags, header in ((["--step", "8"], "(step 8, epoch 0)"), (["--best"], "(step 16, epoch 1)"),
+                          ([], "(step 24, epoch 2)")):
+        assert predict.main(["--workdir", str(run), *flags, images["cifar.png"]]) == 0
+        out = capsys.readouterr().out.splitlines()
+        assert out[0].startswith("Checkpoint:") and header in out[0], out[0]
+        probabilities[header] = [line.split()[-1] for line in out[2:7]]
+    # Different weights, different answers (the run's steps hold different params).
+    assert len({tuple(p) for p in probabilities.values()}) == 3
+    err = _error_of(predict.main, ["--workdir", str(run), "--step", "9", images["cifar.png"]], capsys)
+    assert "no checkpoint at step 9" in err and "8, 16, 24" in err
+    assert "not allowed with argument" in _error_of(
+        predict.main, ["--workdir", str(run), "--step", "8", "--best", images["cifar.png"]], capsys)
 
 
 def test_predict_a_file_that_is_not_an_image(run, images, capsys):

@@ -13,7 +13,7 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from cifar_jax.config import apply_override, load_config_file, parse_command_line, parse_value  # noqa: E402
+from cifar_jax.config import apply_override, load_config_file, parse_command_line, parse_value, validate_config  # noqa: E402
 from cifar_jax.data.cifar_archive import VARIANTS, read_cifar  # noqa: E402
 from cifar_jax.data.image_folder import decode_image, load_image_folder  # noqa: E402
 from cifar_jax.data.safe_pickle import load_cifar_pickle  # noqa: E402
@@ -22,7 +22,8 @@ from tests import cifar_files  # noqa: E402
 from tests.conftest import REPO  # noqa: E402
 
 FUZZ = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "200")), deadline=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large], derandomize=True)
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large], derandomize=True,
+                database=None)  # derandomized: nothing to replay, and no .hypothesis/ in the working directory
 
 
 @st.composite
@@ -47,6 +48,36 @@ def mutated(draw, base: bytes):
 
 def _either(base):
     return st.one_of(mutated(base), st.binary(max_size=512))
+
+
+def _assert_valid_dataset(dataset, num_classes=None):
+    """What every reader promises of a Dataset it returns (cifar_jax.data.dataset.Dataset),
+    however odd its input was: checked whenever a fuzzed input is accepted."""
+    assert dataset.class_names and all(isinstance(n, str) for n in dataset.class_names)
+    if num_classes is not None:
+        assert dataset.num_classes == num_classes
+    for images, labels in ((dataset.train_images, dataset.train_labels), (dataset.test_images, dataset.test_labels)):
+        assert isinstance(images, np.ndarray) and images.dtype == np.uint8
+        assert images.ndim == 4 and images.shape[1:] == (32, 32, 3)
+        assert isinstance(labels, np.ndarray) and labels.dtype == np.int32 and labels.shape == (len(images),)
+        assert labels.size == 0 or (labels.min() >= 0 and labels.max() < dataset.num_classes)
+
+
+_PLAIN = (dict, list, tuple, str, bytes, int, float, bool, type(None), np.ndarray, np.dtype, np.generic)
+
+
+def _assert_plain(obj, depth=0):
+    """Only what a CIFAR pickle may build (dicts, lists, strings, numbers, numpy arrays)."""
+    assert isinstance(obj, _PLAIN), type(obj)
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            _assert_plain(key, depth + 1)
+            _assert_plain(value, depth + 1)
+    elif isinstance(obj, (list, tuple)) and depth < 50:
+        for item in obj:
+            _assert_plain(item, depth + 1)
+    elif isinstance(obj, np.ndarray):
+        assert obj.dtype != object
 
 
 # ----------------------------------------------------------------------------- restricted unpickler
@@ -78,9 +109,10 @@ class _RunsCommand:
 @given(data=_either(_BATCH))
 def test_unpickler_gives_data_or_data_error(data):
     try:
-        load_cifar_pickle(data, "fuzzed")
+        result = load_cifar_pickle(data, "fuzzed")
     except DataError:
-        pass
+        return
+    _assert_plain(result)
 
 
 @FUZZ
@@ -93,10 +125,11 @@ def test_unpickler_never_runs_what_a_mutated_malicious_pickle_names(data):
         wrapped = data.draw(st.booleans())
         clean = pickle.dumps({b"data": payload} if wrapped else payload, protocol=protocol)
         try:
-            load_cifar_pickle(data.draw(st.one_of(st.just(clean), mutated(clean))), "fuzzed")
+            result = load_cifar_pickle(data.draw(st.one_of(st.just(clean), mutated(clean))), "fuzzed")
         except DataError:
-            pass
+            result = None
         assert not os.path.exists(target)
+        _assert_plain(result)
 
 
 # ----------------------------------------------------------------------------- CIFAR archive reader
@@ -123,13 +156,16 @@ def _read_archive_bytes(data, name):
             dataset = read_cifar(VARIANTS["cifar10"], path, verify_md5=False)
         except DataError:
             return None
-    assert dataset.train_images.shape[1:] == (32, 32, 3) and dataset.train_images.dtype == np.uint8
+    _assert_valid_dataset(dataset)
     return dataset
 
 
 def test_the_unmutated_archives_read():
-    assert len(_read_archive_bytes(_TAR, "cifar-10-python.tar").train_labels) == 5
-    assert len(_read_archive_bytes(_TGZ, "cifar-10-python.tar.gz").test_labels) == 2
+    for dataset in (_read_archive_bytes(_TAR, "cifar-10-python.tar"), _read_archive_bytes(_TGZ, "cifar-10-python.tar.gz")):
+        _assert_valid_dataset(dataset, num_classes=10)
+        assert len(dataset.train_labels) == 5 and len(dataset.test_labels) == 2
+        np.testing.assert_array_equal(dataset.train_images, _TRAIN[0])
+        np.testing.assert_array_equal(dataset.train_labels, _TRAIN[1])
 
 
 @FUZZ
@@ -170,9 +206,10 @@ def test_archive_reader_on_well_formed_pickles_of_the_wrong_things(data):
     with tempfile.TemporaryDirectory() as folder:
         cifar_files.extract_members(folder, members)
         try:
-            read_cifar(VARIANTS["cifar10"], pathlib.Path(folder) / "cifar-10-batches-py", verify_md5=False)
+            dataset = read_cifar(VARIANTS["cifar10"], pathlib.Path(folder) / "cifar-10-batches-py", verify_md5=False)
         except DataError:
-            pass
+            return
+    _assert_valid_dataset(dataset)
 
 
 # ----------------------------------------------------------------------------- image-folder reader
@@ -216,7 +253,8 @@ def test_image_folder_reader_on_mutated_archives(kind, data):
             dataset = load_image_folder(str(path), cache_dir=os.path.join(folder, "cache"))
         except DataError:
             return
-    assert dataset.train_images.shape[1:] == (32, 32, 3)
+    _assert_valid_dataset(dataset)
+    assert list(dataset.class_names) == sorted(set(dataset.class_names))
 
 
 _NAMES = st.lists(st.text(st.characters(codec="utf-8", exclude_characters="\x00"), min_size=1, max_size=6)
@@ -234,9 +272,13 @@ def test_image_folder_reader_on_odd_layouts(paths, extra):
         path = pathlib.Path(folder) / "images.zip"
         cifar_files.write_zip(path, members)
         try:
-            load_image_folder(str(path), cache_dir=os.path.join(folder, "cache"))
+            dataset = load_image_folder(str(path), cache_dir=os.path.join(folder, "cache"))
         except DataError:
-            pass
+            return
+    _assert_valid_dataset(dataset)
+    # Class names are folder names of the archive, sorted.
+    folders = {part for name in members for part in name.split("/")}
+    assert set(dataset.class_names) <= folders and list(dataset.class_names) == sorted(dataset.class_names)
 
 
 # ----------------------------------------------------------------------------- config overrides
@@ -270,8 +312,13 @@ def test_apply_override_sets_the_key_or_raises_config_error(key, text):
     config = _SMOKE.copy_and_resolve_references()
     try:
         apply_override(config, key, text)
-    except ConfigError:
-        pass
+    except ConfigError as error:
+        assert "\n" not in str(error)
+        return
+    # Only that key changed, and it kept its type.
+    assert key in _SMOKE.keys(), key
+    assert type(config[key]) is type(_SMOKE[key])
+    assert {k: v for k, v in config.items() if k != key} == {k: v for k, v in _SMOKE.items() if k != key}
 
 
 _ARG = st.one_of(
@@ -291,4 +338,5 @@ def test_parse_command_line_gives_a_config_or_cifar_jax_error(argv):
     except CifarJaxError as error:
         assert "\n" not in str(error)
         return
-    assert workdir and config.num_classes >= 2
+    assert isinstance(workdir, str) and workdir and config.num_classes >= 2
+    validate_config(config)  # what parse_command_line returns is a config a run accepts

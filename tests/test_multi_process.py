@@ -19,8 +19,18 @@ from tests.conftest import REPO
 ARGS = ["-m", "cifar_jax.train", "--config", str(REPO / "configs" / "smoke.py"), "--config.num_epochs=2"]
 
 
+# What JAX's cluster detection (jax/_src/clusters/*.py, jax 0.10) and jax.distributed read:
+# a test run inside a SLURM job, under Open MPI's mpirun, in a Kubernetes pod or on a Cloud
+# TPU VM must not have JAX join (or wait for) that cluster instead of the test's processes.
+_CLUSTER_PREFIXES = ("SLURM_", "OMPI_", "PMI_", "PMIX_", "KUBERNETES_", "JOBSET_", "TPU_", "MEGASCALE_", "JAX_")
+_CLUSTER_NAMES = ("JOB_COMPLETION_INDEX", "CLOUD_TPU_TASK_ID", "XLA_FLAGS")
+
+
 def _env(**extra):
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(_CLUSTER_PREFIXES) and k not in _CLUSTER_NAMES}
+    # Kept from the parent: the test session's compilation cache (tests/conftest.py).
+    env.update({k: v for k, v in os.environ.items() if k.startswith(("JAX_COMPILATION_CACHE", "JAX_PERSISTENT_CACHE"))})
     return dict(env, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu", **extra)
 
 
@@ -30,19 +40,28 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _train_two_processes(workdir):
-    port = _free_port()
-    processes = [
-        subprocess.Popen([sys.executable, *ARGS, "--workdir", str(workdir)], cwd=REPO, text=True,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         env=_env(JAX_COORDINATOR_ADDRESS=f"localhost:{port}", JAX_NUM_PROCESSES="2",
-                                  JAX_PROCESS_ID=str(i)))
-        for i in range(2)
-    ]
-    outputs = [p.communicate(timeout=600) for p in processes]
-    for p, (out, err) in zip(processes, outputs):
-        assert p.returncode == 0, err[-3000:]
-    return [out for out, _ in outputs]
+def _port_taken(stderr: str) -> bool:
+    return any(text in stderr.lower() for text in ("address already in use", "failed to bind", "eaddrinuse"))
+
+
+def _train_two_processes(workdir, attempts=3):
+    """Both processes' stdout. The port is free when chosen but not held (the coordinator
+    binds it itself): if something takes it meanwhile, try again with another one."""
+    for attempt in range(attempts):
+        port = _free_port()
+        processes = [
+            subprocess.Popen([sys.executable, *ARGS, "--workdir", str(workdir)], cwd=REPO, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             env=_env(JAX_COORDINATOR_ADDRESS=f"localhost:{port}", JAX_NUM_PROCESSES="2",
+                                      JAX_PROCESS_ID=str(i)))
+            for i in range(2)
+        ]
+        outputs = [p.communicate(timeout=600) for p in processes]
+        if attempt + 1 < attempts and any(p.returncode and _port_taken(err) for p, (_, err) in zip(processes, outputs)):
+            continue
+        for p, (out, err) in zip(processes, outputs):
+            assert p.returncode == 0, err[-3000:]
+        return [out for out, _ in outputs]
 
 
 def _params(workdir):
@@ -90,7 +109,13 @@ def test_two_processes_train_like_one_process_on_two_devices(tmp_path):
     ({"JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "0"},
      "cannot start 2 processes (coordinator_address should be defined.); set JAX_COORDINATOR_ADDRESS="),
 ])
-def test_a_bad_process_setup_is_one_line(tmp_path, env, message):
+def test_a_bad_process_setup_is_one_line(tmp_path, monkeypatch, env, message):
+    # As if the suite ran inside a SLURM job step and an mpirun: the child must not see it.
+    for key, value in {"SLURM_JOB_ID": "4242", "SLURM_STEP_NODELIST": "node1", "SLURM_NTASKS": "2",
+                       "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_STEP_NUM_NODES": "1",
+                       "OMPI_MCA_orte_hnp_uri": "1.0;tcp://10.0.0.1:4242", "OMPI_COMM_WORLD_SIZE": "2",
+                       "OMPI_COMM_WORLD_RANK": "0", "OMPI_COMM_WORLD_LOCAL_RANK": "0"}.items():
+        monkeypatch.setenv(key, value)
     environment = {k: v for k, v in _env(**env).items() if k != "JAX_COORDINATOR_ADDRESS"}
     result = subprocess.run([sys.executable, *ARGS, "--workdir", str(tmp_path / "run")], cwd=REPO, text=True,
                             capture_output=True, timeout=120, env=environment)

@@ -230,13 +230,14 @@ def test_each_step_matches_pytorch_from_the_same_state(run):
 
 
 def _free_running_error(ours, theirs):
-    worst = (0.0, "")
+    """(worst, where) and the median over tensors of the norm-relative error."""
+    errors = {}
     for key, expected in theirs.items():
         if key.endswith("num_batches_tracked") or _is_conv_bias(key):
             continue
-        error = float((ours[key].double() - expected.double()).norm() / expected.double().norm())
-        worst = max(worst, (error, key))
-    return worst
+        errors[key] = float((ours[key].double() - expected.double()).norm() / expected.double().norm())
+    worst = max(errors, key=errors.get)
+    return (errors[worst], worst), float(np.median(list(errors.values())))
 
 
 def test_free_running_steps_track_pytorch(run):
@@ -244,12 +245,25 @@ def test_free_running_steps_track_pytorch(run):
     PyTorch's own float32 run does (both drift by float32 rounding at ReLU kinks, see the
     module docstring); a semantic difference would put JAX far outside that band."""
     reference = run["snapshots"][-1]["state_dict"]
-    jax_error = _free_running_error(run["free_jax"], reference)
-    torch_error = _free_running_error(run["free_torch32"], reference)
+    jax_error, jax_median = _free_running_error(run["free_jax"], reference)
+    torch_error, torch_median = _free_running_error(run["free_torch32"], reference)
     if VERBOSE:
-        print(f"\nfree-running 20 steps, worst norm-relative error vs float64: "
-              f"jax float32 {jax_error[0]:.2e} ({jax_error[1]}), torch float32 {torch_error[0]:.2e} ({torch_error[1]})")
-    assert jax_error[0] < max(0.05, 3 * torch_error[0]), (jax_error, torch_error)
+        print(f"\nfree-running 20 steps, norm-relative error vs float64, worst / median over tensors: "
+              f"jax float32 {jax_error[0]:.2e} ({jax_error[1]}) / {jax_median:.2e}, "
+              f"torch float32 {torch_error[0]:.2e} ({torch_error[1]}) / {torch_median:.2e}")
+    # Fixed bounds, measured (jax 0.10.2, torch 2.13, AMD EPYC, 2026-12-02), not relative to
+    # torch's own drift (which would let a bug through wherever torch drifts a lot):
+    #   float32 drift     worst       median   (over the 57 compared tensors)
+    #   torch float32     1.1e-1      3.3e-3   (worst: conv1.1.bias, a BatchNorm bias)
+    #   jax float32       1.1e-4      1.0e-6   (a CPU whose rounding flips a ReLU kink can
+    #                                           drift as far as torch does)
+    #   bugs in jax, same measurement:
+    #   lr 10 % too high  7.5e-1      2.8e-2
+    #   beta1 not cycled  1.5         8.4e-2
+    #   clip 0.02         3.8e-1      2.0e-2
+    # So: worst below 0.25 (about 2x torch's float32 drift) and median below 1e-2 (3x).
+    assert jax_error[0] < 0.25, (jax_error, torch_error)
+    assert jax_median < 1e-2, (jax_median, torch_median)
     # The state carried from step to step (which the per-step test sets by hand): the step,
     # the schedules' and Adam's counters all at 20, and the last step used the last lr.
     assert run["free_counters"] == [EPOCHS * STEPS_PER_EPOCH] * len(run["free_counters"])

@@ -24,6 +24,20 @@ def _records(workdir):
     return [{k: v for k, v in json.loads(line).items() if k not in TIMING} for line in lines]
 
 
+# `python -m cifar_jax.train`, but with SIGINT and SIGTERM at Python's defaults: a child
+# inherits ignored signals (a test run under nohup, `trap '' INT TERM`, or in a script's
+# background), and these tests are about what a user's process does with a real signal.
+CHILD_WITH_DEFAULT_SIGNALS = (
+    "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "signal.signal(signal.SIGTERM, signal.SIG_DFL); sys.argv[0] = 'cifar_jax.train'; "
+    "runpy.run_module('cifar_jax.train', run_name='__main__', alter_sys=True)"
+)
+
+
+def _sentinel_handler(signum, frame):  # installed around a test; never meant to run
+    raise AssertionError(f"signal {signum} reached the handler that was installed before the run")
+
+
 def _steps_on_disk(workdir):
     folder = workdir / "checkpoints"
     return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.is_dir() else []
@@ -64,7 +78,7 @@ def test_sigterm_from_outside_checkpoints_exits_143_and_the_rerun_resumes(tmp_pa
     """A real process and a real SIGTERM, sent once 'Epoch [0]' is printed."""
     straight_dir, straight = uninterrupted
     workdir = tmp_path / "run"
-    command = [sys.executable, "-m", "cifar_jax.train", "--config", str(REPO / "configs" / "smoke.py"),
+    command = [sys.executable, "-c", CHILD_WITH_DEFAULT_SIGNALS, "--config", str(REPO / "configs" / "smoke.py"),
                "--workdir", str(workdir)]
     env = dict(os.environ, PYTHONUNBUFFERED="1",
                PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
@@ -111,14 +125,20 @@ def test_sigint_mid_epoch_saves_the_last_finished_epoch_and_exits_130(tmp_path, 
             os.kill(os.getpid(), signal.SIGINT)
         return real(state, *args, **kwargs)
 
-    monkeypatch.setattr(multistep, "train_steps", ctrl_c_at_step_11)
-    assert train.main(argv) == 130
+    monkeypatch.setattr(fast, "train_steps", ctrl_c_at_step_11)
+    # Whatever handler was there before the run is there after it: install a known one (the
+    # handler pytest started with may be the default, or SIG_IGN under nohup / `trap '' INT`).
+    before = signal.signal(signal.SIGINT, _sentinel_handler)
+    try:
+        assert train.main(argv) == 130
+        assert signal.getsignal(signal.SIGINT) is _sentinel_handler  # handler restored
+    finally:
+        signal.signal(signal.SIGINT, before)
     captured = capsys.readouterr()
     assert "Epoch [1]" not in captured.out
     assert "interrupted by SIGINT: checkpoint step 8 (after epoch 0)" in captured.err
     assert _steps_on_disk(workdir) == [8]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
-    monkeypatch.setattr(multistep, "train_steps", real)
+    monkeypatch.setattr(fast, "train_steps", real)
     assert train.main(argv) == 0
     assert "Resuming after epoch 0 (step 8)" in capsys.readouterr().out
     _assert_same_run(workdir, straight_dir)
@@ -194,6 +214,7 @@ def test_same_config_and_seed_give_identical_runs_on_cpu(tmp_path, uninterrupted
 
 
 def test_a_second_signal_stops_at_once():
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     with faults.catch_signals() as stop:
         assert not stop
         os.kill(os.getpid(), signal.SIGTERM)
@@ -206,4 +227,38 @@ def test_a_second_signal_stops_at_once():
         assert stop.name == "SIGINT"
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    # The handlers the process had before (whatever they were: SIG_IGN under `trap '' TERM`).
+    assert {s: signal.getsignal(s) for s in before} == before
+    # Also when they were not the defaults.
+    previous = {s: signal.signal(s, _sentinel_handler) for s in before}
+    try:
+        with faults.catch_signals():
+            assert signal.getsignal(signal.SIGTERM) is not _sentinel_handler
+        assert all(signal.getsignal(s) is _sentinel_handler for s in before)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def test_ctrl_c_before_training_starts_exits_130_and_leaves_nothing(tmp_path, monkeypatch, capsys):
+    """A real SIGINT while the data loads (before the loop's own handler is installed): the
+    command exits 130 with one line, and the new workdir it had created is gone again."""
+    from cifar_jax.data import synthetic
+
+    def ctrl_c_while_loading(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        raise AssertionError("SIGINT did not interrupt the data loading")
+
+    monkeypatch.setattr(synthetic, "make_synthetic", ctrl_c_while_loading)
+    workdir = tmp_path / "run"
+    # What Ctrl-C does in an ordinary Python process, even if this one started with SIGINT ignored.
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        code = train.main(["--config", str(REPO / "configs" / "smoke.py"), "--workdir", str(workdir)])
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert code == 130
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "interrupted by SIGINT before training started; nothing was saved"]
+    assert not workdir.exists()

@@ -179,3 +179,15 @@ def test_list_table_has_every_model(monkeypatch):
     lines = zoo.table(num_classes=100).splitlines()
     assert lines[2].startswith("| `resnet9` | 7,598,820 | 30.4 | 0.209 |")
     assert lines[3].startswith("| `mobilenet_v2` | 2,412,212 | 9.6 |")
+
+
+def test_list_command(monkeypatch, capsys):
+    """`python -m cifar_jax.zoo --list` prints the table (here of one model: the FLOPs
+    column compiles a forward pass per model), and without --list just the names."""
+    assert zoo.main([]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == "models: " + ", ".join(zoo.MODELS)
+    monkeypatch.setattr(zoo, "MODELS", {"resnet9": zoo.MODELS["resnet9"]})
+    assert zoo.main(["--list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("| model | parameters (100 classes) |") and len(lines) == 3
+    assert lines[2].startswith("| `resnet9` | 7,598,820 | 30.4 | 0.209 |")
