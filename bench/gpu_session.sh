@@ -18,7 +18,7 @@
 #          autotuning off (how much of the compile time autotuning takes).
 #
 # Run from the repository root on the GPU machine with its preinstalled JAX stack and
-# PYTHONPATH set to the checkout (and to ml_collections, see README "Speed"); expects
+# PYTHONPATH set to the checkout (and to ml_collections, see docs/speed.md); expects
 # .gpudata/cifar10-jpeg.tar.gz (not committed). Logs and tables go to $OUT.
 set -uo pipefail
 OUT=${OUT:-runs/gpu_session}

@@ -332,9 +332,9 @@ def test_an_error_of_a_background_save_is_raised_by_the_next_call(tmp_path, monk
 def test_readme_restore_example_runs(run, capsys):
     import re
 
-    readme = (REPO / "README.md").read_text()
-    block = re.search(r"<!-- example-restore -->\s*```python\n(.*?)```", readme, re.S)
-    assert block, "README.md lost its restore example"
+    page = (REPO / "docs" / "evaluate.md").read_text()
+    block = re.search(r"<!-- example-restore -->\s*```python\n(.*?)```", page, re.S)
+    assert block, "docs/evaluate.md lost its restore example"
     code = block.group(1).replace('"runs/seed"', repr(str(run)))
-    exec(compile(code, "README.md restore example", "exec"), {})
+    exec(compile(code, "docs/evaluate.md restore example", "exec"), {})
     assert capsys.readouterr().out.split() == ["40", "5", "0.9"]

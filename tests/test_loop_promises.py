@@ -56,9 +56,9 @@ class _Spy:
 def _train(workdir, config, scan=False):
     spy = _Spy(multistep.train_steps)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(fast, "train_steps", spy)
+        patch.setattr(multistep, "train_steps", spy)
         if scan:  # what scan_length answers on a GPU: several steps per compiled call
-            patch.setattr(fast, "scan_length", lambda steps, calls: multistep.steps_per_call(steps, calls))
+            patch.setattr(multistep, "scan_length", lambda steps, calls: multistep.steps_per_call(steps, calls))
         state = train_and_evaluate(config, str(workdir))
     return jax.device_get(state), spy.calls
 

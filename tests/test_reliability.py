@@ -125,7 +125,7 @@ def test_sigint_mid_epoch_saves_the_last_finished_epoch_and_exits_130(tmp_path, 
             os.kill(os.getpid(), signal.SIGINT)
         return real(state, *args, **kwargs)
 
-    monkeypatch.setattr(fast, "train_steps", ctrl_c_at_step_11)
+    monkeypatch.setattr(multistep, "train_steps", ctrl_c_at_step_11)
     # Whatever handler was there before the run is there after it: install a known one (the
     # handler pytest started with may be the default, or SIG_IGN under nohup / `trap '' INT`).
     before = signal.signal(signal.SIGINT, _sentinel_handler)
@@ -138,7 +138,7 @@ def test_sigint_mid_epoch_saves_the_last_finished_epoch_and_exits_130(tmp_path, 
     assert "Epoch [1]" not in captured.out
     assert "interrupted by SIGINT: checkpoint step 8 (after epoch 0)" in captured.err
     assert _steps_on_disk(workdir) == [8]
-    monkeypatch.setattr(fast, "train_steps", real)
+    monkeypatch.setattr(multistep, "train_steps", real)
     assert train.main(argv) == 0
     assert "Resuming after epoch 0 (step 8)" in capsys.readouterr().out
     _assert_same_run(workdir, straight_dir)
