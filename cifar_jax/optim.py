@@ -42,6 +42,7 @@ ADDED_KEY_DEFAULTS = {
     "lr_decay_factor": 0.1,
     "backbone_lr_mult": 1.0,
     "freeze_backbone": False,
+    "pretrained": "",  # cifar_jax.pretrained: a run saved before the key started from scratch
 }
 
 
