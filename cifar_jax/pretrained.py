@@ -12,9 +12,9 @@ derived from the model's own variable tree, not a table.
 
 `num_classes=N`, when the file's head has another size, replaces the final Linear (the
 top-level "classifier") by a zero-initialised one, as BiT does: the first logits are all
-equal (loss exactly log N), the new head's first gradient steps do not push random
-directions into the pretrained backbone (with a zero head the backbone's gradient is zero
-until the head has learned something), and the result does not depend on an rng.
+equal (loss exactly log N); the backbone's gradient is zero at the first step and small
+while the head is small, so a random head's gradients do not disturb the pretrained
+features; and the start does not depend on an rng.
 
 At training time, `--config.pretrained=PATH_OR_WEIGHT_NAME` starts from these weights:
 `initial_variables(config, rng)` gives create_train_state its params and batch_stats.
