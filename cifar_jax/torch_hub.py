@@ -64,8 +64,9 @@ class _Hints:
 
 
 def is_weight_name(spec: str) -> bool:
-    """Whether `spec` is written as a torchvision weight name (Enum.MEMBER), not a path."""
-    return bool(_WEIGHT_NAME.fullmatch(spec))
+    """Whether `spec` is written as a torchvision weight name (Enum.MEMBER) and is not the
+    path of an existing file."""
+    return bool(_WEIGHT_NAME.fullmatch(spec)) and not pathlib.Path(spec).expanduser().is_file()
 
 
 def weight_entry(name: str) -> tuple[str, str]:
