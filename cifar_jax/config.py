@@ -16,6 +16,7 @@ import ml_collections
 
 from cifar_jax.errors import ConfigError
 from cifar_jax.optim import check_optimizer_config, check_weight_decay_mode
+from cifar_jax.pretrained import check_pretrained
 
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
@@ -161,6 +162,7 @@ def validate_config(config) -> None:
     check_weight_decay_mode(config.weight_decay_mode)
     check_optimizer_config(config)  # optimizer, momentum, schedule, warmup, lr decay, backbone keys
     _require(config.dtype in ("float32", "bfloat16"), f"dtype={config.dtype!r} is not supported; use --config.dtype=float32 or bfloat16")
+    check_pretrained(config.pretrained, config.model)  # an imagenet_* model, matching weight names
 
 
 # Keys that may change between a run and its resumption: they do not change the training.
@@ -204,6 +206,7 @@ KEYS_ADDED_SINCE_FIRST_RUNS = {
     "lr_decay_factor": 0.1,
     "backbone_lr_mult": 1.0,
     "freeze_backbone": False,
+    "pretrained": "",
 }
 
 

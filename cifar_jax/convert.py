@@ -86,14 +86,14 @@ def expected_shapes(num_classes: int = 100, width: float = 1.0) -> dict[str, tup
     return {key: shape for key, shape, *_ in _entries(num_classes, width)}
 
 
-def _strip_wrapper_prefix(keys: list[str]) -> str:
+def strip_wrapper_prefix(keys: list[str]) -> str:
     for prefix in _WRAPPER_PREFIXES:
         if keys and all(k.startswith(prefix) for k in keys):
             return prefix
     return ""
 
 
-def _to_numpy(key: str, value) -> np.ndarray:
+def to_numpy(key: str, value) -> np.ndarray:
     if hasattr(value, "detach"):  # a torch tensor (torch is imported if one exists)
         value = value.detach().cpu()
         if value.is_floating_point():
@@ -120,7 +120,7 @@ def state_dict_to_variables(
     if not isinstance(state_dict, Mapping):
         raise CifarJaxError(f"expected a state_dict (a dict of names -> tensors), got a {type(state_dict).__name__}")
     keys = [str(k) for k in state_dict]
-    prefix = _strip_wrapper_prefix(keys)
+    prefix = strip_wrapper_prefix(keys)
     given = {str(k)[len(prefix):]: v for k, v in state_dict.items()}
 
     def shape_of(key):
@@ -150,7 +150,7 @@ def state_dict_to_variables(
     for key, torch_shape, collection, path, layout in entries:
         if layout == "count":
             continue
-        array = _to_numpy(key, given[key])
+        array = to_numpy(key, given[key])
         if array.shape != torch_shape:
             saved = _width_of(shape_of("conv5.0.weight"))
             hint = f" (the saved model looks like width={saved:g})" if saved and saved != width else ""

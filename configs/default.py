@@ -45,12 +45,15 @@ def get_config(model: str = "") -> ml_collections.ConfigDict:
     # Model.
     # resnet9 (the seed's) | resnet18 | resnet50 | resnet152 | vgg16 | mobilenet_v2 |
     # efficientnet_b0: `python -m cifar_jax.zoo --list` prints their sizes.
+    # imagenet_<name> (resnet18, resnet50, resnet152, vgg16, vgg16_bn, mobilenet_v2,
+    # efficientnet_b0): torchvision's ImageNet architectures, for `pretrained` below.
     config.model = model or "resnet9"
     # Refuse a model with more float32 parameter MB than this (the seed's 100 MB size
     # constraint); 0 disables the check.
     config.max_param_mb = 100.0
     config.width = 1.0  # channel multiplier: 1.0 is the seed's ResNet9 (32..512), 2.0 the original
     config.dtype = "float32"  # compute dtype: float32 or bfloat16 (params and BN stats stay float32)
+    config.pretrained = ""  # imagenet_* models: torchvision weights, a .pth path or a name such as ResNet50_Weights.IMAGENET1K_V2 (docs/transfer.md)
 
     # Training.
     config.num_epochs = 30

@@ -36,7 +36,12 @@ TEST_WIDTHS = {"resnet9": 0.125, "resnet18": 0.125, "resnet50": 0.125, "resnet15
 
 
 def test_registry_lists_every_model():
-    assert set(models.MODELS) == set(REFERENCE_PARAMS_10) == set(TEST_WIDTHS)
+    # The imagenet_* models (torchvision's ImageNet architectures) are tested against
+    # torchvision itself in tests/test_pretrained.py.
+    cifar_models = set(models.MODELS) - set(models.IMAGENET_MODELS)
+    assert cifar_models == set(REFERENCE_PARAMS_10) == set(TEST_WIDTHS)
+    assert set(models.IMAGENET_MODELS) == {"imagenet_" + name for name in (
+        "resnet18", "resnet50", "resnet152", "vgg16", "vgg16_bn", "mobilenet_v2", "efficientnet_b0")}
 
 
 @pytest.mark.parametrize("name", sorted(REFERENCE_PARAMS_10))

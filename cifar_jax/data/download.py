@@ -108,10 +108,10 @@ def _exclusive(lock_fd: int, variant: CifarVariant, data_dir: pathlib.Path):
         try:
             fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            _say(f"waiting for another process that is downloading {variant.archive} into {data_dir}")
+            say(f"waiting for another process that is downloading {variant.archive} into {data_dir}")
             fcntl.flock(lock_fd, fcntl.LOCK_EX)
         except OSError as error:  # e.g. ENOLCK on a file system without locks: go on unguarded
-            _say(f"cannot lock {data_dir} ({one_line(error)}); downloading without a lock")
+            say(f"cannot lock {data_dir} ({one_line(error)}); downloading without a lock")
         yield
     finally:
         os.close(lock_fd)  # releases the lock
@@ -119,8 +119,8 @@ def _exclusive(lock_fd: int, variant: CifarVariant, data_dir: pathlib.Path):
 
 def _download(variant: CifarVariant, url: str, archive: pathlib.Path, timeout: float, options: Options) -> None:
     part = archive.with_name(f"{archive.name}.part")
-    progress = _Progress(archive, options)
-    _say(f"downloading {url} to {archive}")
+    progress = Progress(archive, options)
+    say(f"downloading {url} to {archive}")
     failures = 0
     furthest = _size(part)  # progress is a part file longer than ever before, not bytes received:
     try:                    # a server that ignores Range and drops at one spot must not loop forever
@@ -147,11 +147,11 @@ def _download(variant: CifarVariant, url: str, archive: pathlib.Path, timeout: f
                     f"{archive}") from None
             delay = min(BACKOFF_S * 2 ** (failures - 1), MAX_BACKOFF_S)
             progress.close()
-            _say(f"{archive.name}: {problem}; trying again in {delay:g} s")
+            say(f"{archive.name}: {problem}; trying again in {delay:g} s")
             time.sleep(delay)
     except KeyboardInterrupt:
         progress.close()
-        _say(f"download interrupted; {part} keeps what arrived: run again to resume")
+        say(f"download interrupted; {part} keeps what arrived: run again to resume")
         raise
     finally:
         progress.close()
@@ -188,13 +188,13 @@ def _accept(variant: CifarVariant, url: str, part: pathlib.Path, archive: pathli
     os.replace(part, archive)
 
 
-class _Progress:
+class Progress:
     """A bar with MB, rate and ETA per attempt, and a one-time hint when the ETA is long."""
 
-    def __init__(self, archive: pathlib.Path, options: Options):
+    def __init__(self, archive: pathlib.Path, options: Options, hint_slow: bool = True):
         self._archive, self._options = archive, options
         self._bar = None
-        self._hinted = False
+        self._hinted = not hint_slow  # the hint names CIFAR mirrors: other downloads pass False
 
     def start(self, total: int | None, have: int) -> None:
         self.close()
@@ -215,7 +215,7 @@ class _Progress:
         eta = (self._total - self._done) / rate
         if eta > SLOW_ETA_S:
             self._hinted = True
-            _say(f"{self._archive.name}: about {eta / 60:.0f} min to go at {rate / 1e3:.0f} kB/s. Rather than "
+            say(f"{self._archive.name}: about {eta / 60:.0f} min to go at {rate / 1e3:.0f} kB/s. Rather than "
                  f"wait: stop with Ctrl-C (what arrived is kept) and {self._options.mirror_hint} (md5-checked, "
                  f"resumed from here), or fetch {self._archive.name} elsewhere and put it at {self._archive}")
 
@@ -229,5 +229,5 @@ def _size(path: pathlib.Path) -> int:
     return path.stat().st_size if path.exists() else 0
 
 
-def _say(text: str) -> None:
+def say(text: str) -> None:
     tqdm.write(text, file=sys.stderr)

@@ -4,11 +4,12 @@
     variables = model.init(rng, images, train=False)
     logits, updates = model.apply(variables, images, train=True, mask=mask, mutable=["batch_stats"])
 
-One module per family (resnet9, resnet, vgg, mobilenet, efficientnet), all built from
-`layers`. Every model takes `num_classes`, `width` (channel multiplier), `dtype` (compute
-dtype; parameters, statistics and logits stay float32) and `norm` (layers.Norm), and is
-called as `(x, train, mask)`. docs/models.md: how to add one, and the parameter-tree
-contract that checkpoints and cifar_jax.convert rely on.
+One module per family (resnet9, resnet, vgg, mobilenet, efficientnet; imagenet/ holds
+torchvision's ImageNet architectures), all built from `layers`. Every model takes
+`num_classes`, `width` (channel multiplier), `dtype` (compute dtype; parameters, statistics
+and logits stay float32) and `norm` (layers.Norm), and is called as `(x, train, mask)`.
+docs/models.md: how to add one, and the parameter-tree contract that checkpoints and
+cifar_jax.convert rely on.
 """
 from __future__ import annotations
 
@@ -20,6 +21,10 @@ import flax.linen as nn
 
 from cifar_jax.errors import ConfigError
 from cifar_jax.models.efficientnet import EfficientNetB0
+# HEAD_KEY: the top-level parameter key of every model's final classifier, the "head"
+# that backbone_lr_mult and freeze_backbone (cifar_jax.optim) treat apart from the rest.
+from cifar_jax.models.imagenet import HEAD_KEY
+from cifar_jax.models.imagenet import MODELS as IMAGENET_MODELS
 from cifar_jax.models.layers import BatchNorm, torch_uniform
 from cifar_jax.models.mobilenet import MobileNetV2
 from cifar_jax.models.resnet import ResNet18, ResNet50, ResNet152
@@ -27,10 +32,6 @@ from cifar_jax.models.resnet9 import SEED_WIDTHS, ResNet9, seed_channels
 from cifar_jax.models.vgg import VGG16
 
 # name -> builder(num_classes=, width=, dtype=, **attributes) of a module called as (x, train, mask).
-# The top-level parameter key of every model's final classifier: the "head" that
-# backbone_lr_mult and freeze_backbone (cifar_jax.optim) treat apart from the rest.
-HEAD_KEY = "classifier"
-
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "resnet9": ResNet9,
     "resnet18": ResNet18,
@@ -39,6 +40,9 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "vgg16": VGG16,
     "mobilenet_v2": MobileNetV2,
     "efficientnet_b0": EfficientNetB0,
+    # torchvision's ImageNet architectures (width 1.0 only), for pretrained weights:
+    # imagenet_resnet18, _resnet50, _resnet152, _vgg16, _vgg16_bn, _mobilenet_v2, _efficientnet_b0.
+    **IMAGENET_MODELS,
 }
 IMAGE_SHAPE = (32, 32, 3)
 
@@ -88,10 +92,12 @@ def check_param_budget(config) -> None:
 __all__ = [
     "HEAD_KEY",
     "IMAGE_SHAPE",
+    "IMAGENET_MODELS",
     "MODELS",
     "SEED_WIDTHS",
     "BatchNorm",
     "EfficientNetB0",
+    "HEAD_KEY",
     "MobileNetV2",
     "ResNet9",
     "ResNet18",
