@@ -4,25 +4,20 @@ A weight name such as `ResNet50_Weights.IMAGENET1K_V2` stands for torchvision's 
 `resnet50-11ad3fa6.pth` (WEIGHTS). It is looked up where torch.hub keeps it,
 `$TORCH_HOME/hub/checkpoints` (TORCH_HOME defaults to `~/.cache/torch`), so a file that
 PyTorch already downloaded, or one copied there by hand, is used as it is. A missing file
-is downloaded from BASE_URL with the project's downloader (cifar_jax.data.http_transfer:
-timeouts, redirects, Range resume into FILE.part), under a lock so that one process
+is downloaded from BASE_URL with the project's downloader (cifar_jax.data.fetch: timeouts,
+redirects, Range resume into FILE.part, retries), under a lock so that one process
 downloads while others wait, checked as torch.hub checks it (the sha256 of the file starts
 with the hex digits after the last "-" of its name) and only then renamed into place.
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import os
 import pathlib
 import re
-import time
 
-from cifar_jax.data import download as data_download
-from cifar_jax.data.http_transfer import (Broken, DiskProblem, NoConnection, RangeNotSatisfiable, Refused,
-                                          fetch_into)
-from cifar_jax.errors import CifarJaxError, one_line
+from cifar_jax.data.fetch import Wording, fetch_verified
+from cifar_jax.errors import CifarJaxError
 
 BASE_URL = "https://download.pytorch.org/models/"
 # Weight name -> (architecture, file name), from the Weights enums of torchvision 0.28
@@ -54,13 +49,7 @@ DEFAULTS = {
 _WEIGHT_NAME = re.compile(r"\w+_Weights\.\w+")
 _HASH = re.compile(r"-([a-f0-9]*)\.")  # torch.hub's HASH_REGEX
 TIMEOUT_S = 60.0
-
-
-class _Hints:
-    """What download messages suggest instead (data_download.Options' role for CIFAR)."""
-
-    mirror_hint = "or download the file elsewhere and pass --config.pretrained=PATH"
-    data_dir_hint = "set TORCH_HOME=DIR (files go to DIR/hub/checkpoints)"
+ELSEWHERE = "or download the file elsewhere and pass --config.pretrained=PATH"
 
 
 def is_weight_name(spec: str) -> bool:
@@ -109,73 +98,18 @@ def fetch(file_name: str, folder: pathlib.Path, url: str, timeout: float = TIMEO
     target = folder / file_name
     if target.is_file():
         return target
-    lock = folder / f"{file_name}.lock"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        lock_fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
-    except OSError as error:
-        raise CifarJaxError(f"cannot write to {folder} ({one_line(error)}) to download {file_name}; "
-                            f"{_Hints.data_dir_hint}") from None
-    with _exclusive(lock_fd, file_name, folder):
-        if not target.is_file():  # another process may have finished it meanwhile
-            _download(url, folder / f"{file_name}.part", target, timeout)
-            lock.unlink(missing_ok=True)
-    return target
 
+    def verify(path: pathlib.Path) -> str | None:
+        actual = sha256_of(path)
+        return None if actual.startswith(hash_prefix(file_name)) else (
+            f"has sha256 {actual}, which does not start with {hash_prefix(file_name)} as its name says")
 
-@contextlib.contextmanager
-def _exclusive(lock_fd: int, file_name: str, folder: pathlib.Path):
-    try:
-        try:
-            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            say(f"waiting for another process that is downloading {file_name} into {folder}")
-            fcntl.flock(lock_fd, fcntl.LOCK_EX)
-        except OSError:  # a file system without locks: go on unguarded
-            pass
-        yield
-    finally:
-        os.close(lock_fd)
-
-
-def _download(url: str, part: pathlib.Path, target: pathlib.Path, timeout: float) -> None:
-    progress = data_download.Progress(target, _Hints, hint_slow=False)  # the CIFAR download's bar (MB, rate, ETA)
-    say(f"downloading {url} to {target}")
-    failures, delay = 0, data_download.BACKOFF_S
-    try:
-        while True:
-            try:
-                fetch_into(url, part, timeout, progress.start, progress.advance)
-                break
-            except RangeNotSatisfiable as error:  # the part file is complete (or too long)
-                if _sha256_ok(part, target.name):
-                    break
-                part.unlink(missing_ok=True)
-                problem = error
-            except Broken as error:
-                problem = error
-            except (NoConnection, Refused, DiskProblem) as error:
-                raise CifarJaxError(f"cannot download {url} ({error}); offline? put {target.name} into {target.parent} "
-                                    f"(torch.hub's cache), {_Hints.mirror_hint}") from None
-            failures += 1
-            if failures >= data_download.MAX_FAILURES:
-                raise CifarJaxError(f"downloading {url} failed {failures} times (last: {problem}); try again later "
-                                    f"(what arrived stays in {part}), {_Hints.mirror_hint}") from None
-            progress.close()
-            say(f"{target.name}: {problem}; trying again in {delay:g} s")
-            time.sleep(delay)
-            delay = min(2 * delay, data_download.MAX_BACKOFF_S)
-    finally:
-        progress.close()
-    if not _sha256_ok(part, target.name):
-        actual = sha256_of(part)
-        part.unlink()
-        raise CifarJaxError(f"the file from {url} has sha256 {actual}, which does not start with "
-                            f"{hash_prefix(target.name)} as its name says; it was deleted. Try again, or put a "
-                            f"verified copy at {target}")
-    with open(part, "rb") as file:
-        os.fsync(file.fileno())
-    os.replace(part, target)
+    wording = Wording(
+        CifarJaxError, unwritable=f" to download {file_name}; set TORCH_HOME=DIR (files go to DIR/hub/checkpoints)",
+        fatal=lambda error: (f"cannot download {url} ({error}); offline? put {file_name} into {folder} "
+                             f"(torch.hub's cache), {ELSEWHERE}"),
+        retry=ELSEWHERE, invalid=f"Try again, or put a verified copy at {target}")
+    return fetch_verified(url, target, timeout=timeout, verify=verify, wording=wording)
 
 
 def sha256_of(path: pathlib.Path) -> str:
@@ -185,9 +119,3 @@ def sha256_of(path: pathlib.Path) -> str:
             digest.update(block)
     return digest.hexdigest()
 
-
-def _sha256_ok(path: pathlib.Path, file_name: str) -> bool:
-    return path.is_file() and sha256_of(path).startswith(hash_prefix(file_name))
-
-
-say = data_download.say

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from cifar_jax import download as download_cli
-from cifar_jax.data import cifar_archive, download, load_dataset
+from cifar_jax.data import cifar_archive, download, fetch, load_dataset
 from cifar_jax.data.cifar_archive import md5_of
 from cifar_jax.errors import ConfigError, DataError
 from tests import cifar_files, disks
@@ -49,7 +49,7 @@ def _isolated(tmp_path, monkeypatch, source):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))  # a default data_dir never reaches the real cache
     monkeypatch.setenv("CIFAR_JAX_DATA", str(tmp_path / "data"))
     monkeypatch.delenv("CIFAR_JAX_DATA_URL", raising=False)
-    monkeypatch.setattr(download, "BACKOFF_S", 0.01)
+    monkeypatch.setattr(fetch, "BACKOFF_S", 0.01)
 
 
 @pytest.fixture
@@ -118,9 +118,9 @@ def test_a_server_that_ignores_range_and_drops_at_one_spot_is_given_up(server, b
     server.default = drop_after(len(body) // 2, honour_range=False)  # every attempt ends at the same byte
     with pytest.raises(DataError) as error:
         _load(server.url())
-    _failed_cleanly(data_dir, error, f"failed {download.MAX_FAILURES} times in a row", "the connection closed",
+    _failed_cleanly(data_dir, error, f"failed {fetch.MAX_FAILURES} times in a row", "the connection closed",
                     f"{data_dir / PART} are kept")
-    assert len(server.gets()) == download.MAX_FAILURES  # the first got halfway: a streak of one failure
+    assert len(server.gets()) == fetch.MAX_FAILURES  # the first got halfway: a streak of one failure
 
 
 def test_stall_past_the_read_timeout_is_retried(server, body, data_dir):
@@ -155,9 +155,9 @@ def test_server_errors_give_up_after_a_bounded_number_of_tries(server, data_dir)
     server.default = status(503)
     with pytest.raises(DataError) as error:
         _load(server.url())
-    _failed_cleanly(data_dir, error, server.url(), f"failed {download.MAX_FAILURES} times in a row",
+    _failed_cleanly(data_dir, error, server.url(), f"failed {fetch.MAX_FAILURES} times in a row",
                     "HTTP 503", "--config.data_url", str(data_dir / ARCHIVE))
-    assert len(server.gets()) == download.MAX_FAILURES
+    assert len(server.gets()) == fetch.MAX_FAILURES
 
 
 def test_redirect_is_followed(server, body, data_dir):
@@ -203,8 +203,8 @@ def test_a_complete_part_file_from_an_earlier_run_is_accepted(server, body, data
 
 
 def test_a_long_eta_prints_how_to_avoid_the_wait_once(server, monkeypatch, capsys):
-    monkeypatch.setattr(download, "SLOW_ETA_S", 0.0)
-    monkeypatch.setattr(download, "ETA_AFTER_S", 0.0)
+    monkeypatch.setattr(fetch, "SLOW_ETA_S", 0.0)
+    monkeypatch.setattr(fetch, "ETA_AFTER_S", 0.0)
     _load(server.url())
     err = capsys.readouterr().err
     assert err.count("Rather than wait") == 1
