@@ -278,7 +278,8 @@ def abstract_train_state(config, steps_per_epoch: int):
 
     image_shape = (IMAGE_SIZE, IMAGE_SIZE, 3)
     return jax.eval_shape(
-        lambda: create_train_state(jax.random.key(0), config, steps_per_epoch, image_shape)
+        # pretrained=False: the shapes are the same, and no weight file is read for them.
+        lambda: create_train_state(jax.random.key(0), config, steps_per_epoch, image_shape, pretrained=False)
     )
 
 
