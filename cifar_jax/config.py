@@ -142,6 +142,27 @@ def validate_config(config) -> None:
     check_weight_decay_mode(config.weight_decay_mode)
     check_optimizer_config(config)  # optimizer, momentum, schedule, warmup, lr decay, backbone keys
     _require(config.dtype in ("float32", "bfloat16"), f"dtype={config.dtype!r} is not supported; use --config.dtype=float32 or bfloat16")
+    check_transfer_config(config)
+
+
+# Keys added for pretrained models (docs/finetuning.md), with the values that keep a config
+# without them (an older run's config.json) training as it did.
+TRANSFER_KEY_DEFAULTS = {"pretrained": "", "image_size": 32, "grad_accum_steps": 1}
+
+
+def check_transfer_config(config) -> None:
+    """ConfigError (one line) for a bad `image_size`, `grad_accum_steps` or `pretrained`."""
+    get = lambda key: config.get(key, TRANSFER_KEY_DEFAULTS[key])  # noqa: E731
+    for key in ("image_size", "grad_accum_steps"):
+        value = get(key)
+        _require(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+                 f"{key}={value!r} must be a positive integer; set --config.{key}")
+    k = get("grad_accum_steps")
+    _require(config.batch_size % k == 0,
+             f"batch_size={config.batch_size} does not split into grad_accum_steps={k} equal microbatches; "
+             f"set --config.batch_size to a multiple of {k} or change --config.grad_accum_steps")
+    _require(isinstance(get("pretrained"), str),
+             "pretrained must be a .pth path or a torchvision weight name (\"\" for none); set --config.pretrained")
 
 
 # Keys that may change between a run and its resumption: they do not change the training.
@@ -162,7 +183,8 @@ def training_changes(saved: dict, current: dict) -> list[str]:
 
 def _saved(config: dict, key: str):
     """config[key]; a key added since the run was saved counts as its old behaviour."""
-    return config.get(key, json.loads(json.dumps(ADDED_KEY_DEFAULTS.get(key))))
+    defaults = {**ADDED_KEY_DEFAULTS, **TRANSFER_KEY_DEFAULTS}
+    return config.get(key, json.loads(json.dumps(defaults.get(key))))
 
 
 def parse_command_line(argv: list[str]) -> tuple[ml_collections.ConfigDict, str]:
