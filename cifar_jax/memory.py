@@ -56,7 +56,7 @@ def activation_bytes(model, batch_size: int, image_size: int, *, variables=None,
         _, vjp_fn = jax.vjp(loss, params)
         return vjp_fn  # a pytree (jax.tree_util.Partial) whose leaves are the residuals
 
-    saved = jax.eval_shape(residuals, variables["params"], variables["batch_stats"], x)
+    saved = jax.eval_shape(residuals, variables["params"], variables.get("batch_stats", {}), x)
     # The parameters come back among the residuals: each is skipped once.
     unclaimed = collections.Counter((tuple(p.shape), str(p.dtype)) for p in jax.tree.leaves(variables["params"]))
     total = 0

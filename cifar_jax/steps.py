@@ -120,7 +120,8 @@ def create_train_state(
     @jax.jit
     def init(rng):
         variables = model.init(rng, jnp.zeros((1, *image_shape), jnp.float32), train=False)
-        return {"params": variables["params"], "batch_stats": variables["batch_stats"]}
+        # A model without BatchNorm (torchvision's VGG16) has no batch_stats: {} stands for them.
+        return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
 
     variables = None
     if pretrained and config.get("pretrained", ""):
@@ -129,7 +130,7 @@ def create_train_state(
         variables = pretrained_weights.initial_variables(config, rng)
     if variables is None:
         variables = init(rng)
-    params, batch_stats = variables["params"], variables["batch_stats"]
+    params, batch_stats = variables["params"], variables.get("batch_stats", {})
     opt_state = jax.jit(tx.init)(params)
     return TrainState(
         # An int32 array, not Python's 0: the step's output has that type, and a mismatch
@@ -198,7 +199,7 @@ def _gradients(state: TrainState, params, batch_stats, images, labels, weight, m
                 mutable=["batch_stats"],
                 rngs={"dropout": dropout_rng},  # dropout / stochastic depth
             )
-            new_stats = updates["batch_stats"]
+            new_stats = updates.get("batch_stats", {})
         losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
         correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
         sums = {"loss": jnp.sum(losses * weight), "correct": jnp.sum(correct * weight)}
