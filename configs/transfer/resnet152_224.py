@@ -5,7 +5,8 @@ one warmup epoch into a cosine, 10 epochs, batch 128, ImageNet mean/std) with th
 The seed's result for this model: 55.42 % (seed_resnet152.py).
 What it aims at: no published figure for this exact setting was checked here; a deeper ResNet with better
 ImageNet accuracy should at least match ResNet50's figure (about 81 %, DocsaidLab at 224).
-grad_accum_steps 2: two passes of 64 images per step of 128 (docs/finetuning.md, Memory).
+grad_accum_steps 2: two passes of 64 images per step of 128, estimated at about 23 GiB
+(docs/finetuning.md, Memory); raise it to 4 on a smaller GPU.
 Not measured by us yet (no weights or GPU where it was written).
 """
 import pathlib

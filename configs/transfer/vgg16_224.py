@@ -5,8 +5,9 @@ one warmup epoch into a cosine, 10 epochs, batch 128, ImageNet mean/std) with th
 The seed's result for this model: 64.88 % (seed_vgg16.py; the report ran out of CUDA memory with it).
 What it aims at: no published figure for this exact setting was checked here; the aim is the
 ResNet50 pattern (far above the 32x32 result at 224). VGG16 has no BatchNorm: the lr is half
-the shared recipe's. grad_accum_steps 2: two passes of 64 images per step of 128, since
-VGG16 at 224 is the most memory-hungry of these models (python -m cifar_jax.zoo --memory).
+the shared recipe's. grad_accum_steps 2: two passes of 64 images per step of 128 (the seed ran
+out of GPU memory with VGG16); one pass of 64 at 224 is estimated at about 9 GiB
+(cifar_jax.memory, docs/finetuning.md).
 Not measured by us yet (no weights or GPU where it was written).
 """
 import pathlib

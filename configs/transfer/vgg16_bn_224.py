@@ -4,6 +4,8 @@ one warmup epoch into a cosine, 10 epochs, batch 128, ImageNet mean/std) with th
 
 The seed's result for this model: none (the seed did not try VGG16-BN).
 What it aims at: no published figure for this exact setting was checked here; above seed_vgg16's 64.88 %.
+grad_accum_steps 2: two passes of 64 images per step of 128, estimated at about 16 GiB
+(docs/finetuning.md, Memory).
 Not measured by us yet (no weights or GPU where it was written).
 """
 import pathlib
