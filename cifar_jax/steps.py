@@ -128,6 +128,8 @@ def create_train_state(
         from cifar_jax import pretrained as pretrained_weights  # torch only when asked for
 
         variables = pretrained_weights.initial_variables(config, rng)
+        if variables is not None:  # device arrays, whatever the loader returns (numpy from torch)
+            variables = jax.tree.map(jnp.asarray, variables)
     if variables is None:
         variables = init(rng)
     params, batch_stats = variables["params"], variables.get("batch_stats", {})

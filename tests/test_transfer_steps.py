@@ -155,6 +155,38 @@ def test_train_and_eval_feed_the_model_image_size_inputs():
     np.testing.assert_allclose(ours, logits, rtol=1e-4, atol=1e-5)
 
 
+# --- Pretrained weights -----------------------------------------------------------------------
+
+
+def test_create_train_state_takes_pretrained_variables_and_a_restore_template_does_not(monkeypatch, state):
+    import sys
+    import types
+
+    import cifar_jax
+    from cifar_jax.checkpoint.restoring import abstract_train_state
+
+    calls = []
+    weights = jax.tree.map(lambda x: np.full(x.shape, 0.5, np.float32),
+                           {"params": state.params, "batch_stats": state.batch_stats})
+
+    def initial_variables(config, rng):
+        calls.append(config.pretrained)
+        return weights
+
+    # A stand-in for cifar_jax.pretrained (whose loader reads torchvision weights).
+    fake = types.ModuleType("cifar_jax.pretrained")
+    fake.initial_variables = initial_variables
+    monkeypatch.setitem(sys.modules, "cifar_jax.pretrained", fake)
+    monkeypatch.setattr(cifar_jax, "pretrained", fake, raising=False)
+    config = _config(pretrained="weights.pth")
+    loaded = create_train_state(jax.random.key(0), config, steps_per_epoch=4)
+    assert calls == ["weights.pth"]
+    for a in jax.tree.leaves((loaded.params, loaded.batch_stats)):
+        assert isinstance(a, jax.Array) and np.all(np.asarray(a) == 0.5)
+    abstract_train_state(config, steps_per_epoch=4)
+    assert calls == ["weights.pth"]  # shapes only: the weights are not read
+
+
 # --- Freezing ---------------------------------------------------------------------------------
 
 
