@@ -163,6 +163,21 @@ def validate_config(config) -> None:
     check_optimizer_config(config)  # optimizer, momentum, schedule, warmup, lr decay, backbone keys
     _require(config.dtype in ("float32", "bfloat16"), f"dtype={config.dtype!r} is not supported; use --config.dtype=float32 or bfloat16")
     check_pretrained(config.pretrained, config.model)  # an imagenet_* model, matching weight names
+    check_transfer_config(config)
+
+
+def check_transfer_config(config) -> None:
+    """ConfigError (one line) for a bad `image_size`, `grad_accum_steps` or `pretrained`."""
+    for key in ("image_size", "grad_accum_steps"):
+        value = config[key]
+        _require(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+                 f"{key}={value!r} must be a positive integer; set --config.{key}")
+    k = config.grad_accum_steps
+    _require(config.batch_size % k == 0,
+             f"batch_size={config.batch_size} does not split into grad_accum_steps={k} equal microbatches; "
+             f"set --config.batch_size to a multiple of {k} or change --config.grad_accum_steps")
+    _require(isinstance(config.pretrained, str),
+             "pretrained must be a .pth path or a torchvision weight name (\"\" for none); set --config.pretrained")
 
 
 # Keys that may change between a run and its resumption: they do not change the training.
@@ -207,6 +222,8 @@ KEYS_ADDED_SINCE_FIRST_RUNS = {
     "backbone_lr_mult": 1.0,
     "freeze_backbone": False,
     "pretrained": "",
+    "image_size": 32,
+    "grad_accum_steps": 1,
 }
 
 

@@ -87,7 +87,7 @@ def _data(config, sizes: dict) -> str:
         counts = f"{train:,} train / {test:,} test images"
         if found is not None:
             return f"{name} from {found} ({counts})"
-        url = resolve_url(variant, config.get("data_url", ""))
+        url = resolve_url(variant, config.data_url)
         if not config.download:
             raise _Refused(f"no {variant.archive} (or extracted {variant.folder}/) in {data_dir} and "
                            f"download=False: download {url} and put it at {data_dir / variant.archive}, "

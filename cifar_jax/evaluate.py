@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cifar_jax import checkpoint
-from cifar_jax.augment import normalize
+from cifar_jax.augment import model_input
 from cifar_jax.cli_common import ArgumentParser, quiet_orbax
 from cifar_jax.errors import CifarJaxError
 # The loop's fixed-size padded batching (one compiled shape for every batch).
@@ -29,20 +29,22 @@ from cifar_jax.models import parameter_summary
 from cifar_jax.steps import create_model
 
 
-@functools.partial(jax.jit, static_argnames=("model", "mean", "std"))
-def _logits_on_indices(variables, images, indices, *, model, mean, std):
-    return model.apply(variables, normalize(images[indices], mean, std), train=False)
+@functools.partial(jax.jit, static_argnames=("model", "mean", "std", "image_size"))
+def _logits_on_indices(variables, images, indices, *, model, mean, std, image_size):
+    return model.apply(variables, model_input(images[indices], mean, std, image_size), train=False)
 
 
 def compute_logits(variables, config, images: np.ndarray, batch_size: int) -> np.ndarray:
     """float32 (N, classes) logits of uint8 NHWC `images`, in inference mode, with
-    `batch_size`-sized padded batches (one compilation whatever N is)."""
+    `batch_size`-sized padded batches (one compilation whatever N is); normalised and
+    resized to `config.image_size` on the device, as the train and eval steps do."""
     model = create_model(config)
     indices, mask = pad_to_batches(jnp.arange(len(images)), batch_size)
     device_images = jax.device_put(images)
     outputs = [
         _logits_on_indices(variables, device_images, batch, model=model,
-                           mean=tuple(config.mean), std=tuple(config.std))
+                           mean=tuple(config.mean), std=tuple(config.std),
+                           image_size=config.image_size)
         for batch in indices
     ]
     logits = np.concatenate(jax.device_get(outputs))

@@ -4,7 +4,9 @@ Prints the 5 most likely classes, with probabilities, for each image file, using
 checkpoint of the run in DIR (default: the latest). Images of any size and mode are
 accepted: each is converted to RGB and resized to 32x32 with Pillow's bilinear filter
 (`cifar_jax.data.pixels.to_rgb32`, the step the data layer applies to image folders),
-then normalised with the run's mean and std. Every file is read before the model is
+then normalised with the run's mean and std and, for a run with `image_size` other than
+32 (a pretrained model), resized to it on the device as in training (cifar_jax.evaluate.
+compute_logits). Every file is read before the model is
 restored; one that is not an image ends the command with a one-line error (exit 2).
 """
 from __future__ import annotations

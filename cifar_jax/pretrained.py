@@ -98,7 +98,7 @@ def initial_variables(config, rng: jax.Array | None = None) -> Optional[dict]:
 
     The tree is the one `model.init` makes for the config (same paths, shapes, float32).
     `rng` is unused: the replaced head starts at zeros."""
-    spec = config.get("pretrained", "")
+    spec = config.pretrained
     if not spec:
         return None
     check_pretrained(spec, config.model)

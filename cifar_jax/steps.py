@@ -18,7 +18,7 @@ import optax
 from flax.training import train_state
 
 from cifar_jax import models
-from cifar_jax.augment import augment, normalize
+from cifar_jax.augment import augment, model_input, normalize, resize
 from cifar_jax.optim import make_optimizer
 
 
@@ -33,18 +33,35 @@ class StepConfig:
       skip_nonfinite: True: a step whose loss or gradients are NaN/inf leaves params,
         batch_stats and opt_state as they were (only `step` advances); False: it is
         applied, and the loop stops on the step's `finite` metric.
+      image_size: the model's input is image_size x image_size: the batch is cropped and
+        flipped at its stored size (32), normalised, then resized (bilinear) to this on the
+        device, in training and evaluation alike; the stored size means no resize.
+      freeze_backbone: the model runs in inference mode in training too (BatchNorm on its
+        running statistics, which stay as they are; no dropout), and gradients flow into the
+        head (`models.HEAD_KEY`) only: feature extraction. The optimizer
+        (`freeze_backbone` in cifar_jax.optim) gives the backbone no update.
+      grad_accum_steps: k: each step runs the batch as k microbatches of batch/k, one
+        forward and backward pass each (BatchNorm statistics per microbatch, updated in
+        turn), and applies one update with the full batch's gradient.
     """
 
     mean: tuple = (0.5071, 0.4867, 0.4408)
     std: tuple = (0.2675, 0.2565, 0.2761)
     augment: bool = True
     skip_nonfinite: bool = False
+    image_size: int = 32
+    freeze_backbone: bool = False
+    grad_accum_steps: int = 1
 
     @classmethod
     def from_config(cls, config) -> "StepConfig":
-        """The step settings of a run config (`mean`, `std`, `augment`, `skip_nonfinite_steps`)."""
+        """The step settings of a run config (`mean`, `std`, `augment`, `skip_nonfinite_steps`,
+        `image_size`, `freeze_backbone`, `grad_accum_steps`)."""
         return cls(mean=tuple(float(m) for m in config.mean), std=tuple(float(s) for s in config.std),
-                   augment=bool(config.augment), skip_nonfinite=bool(config.skip_nonfinite_steps))
+                   augment=bool(config.augment), skip_nonfinite=bool(config.skip_nonfinite_steps),
+                   image_size=config.image_size,
+                   freeze_backbone=config.freeze_backbone,
+                   grad_accum_steps=config.grad_accum_steps)
 
 
 class TrainState(train_state.TrainState):
@@ -74,31 +91,48 @@ def create_model(config) -> nn.Module:
 
 
 def create_train_state(
-    rng: jax.Array, config, steps_per_epoch: int, image_shape=(32, 32, 3)
+    rng: jax.Array, config, steps_per_epoch: int, image_shape=(32, 32, 3), *, pretrained: bool = True
 ) -> TrainState:
-    """A fresh train state: the model, its PyTorch-style init, and the config's optimizer.
+    """A fresh train state: the model, its PyTorch-style init (or pretrained weights), and
+    the config's optimizer.
 
     Args:
       rng: the key of the parameter init.
       config: a run config (configs/default.py's keys).
       steps_per_epoch: optimizer steps per epoch; with `config.num_epochs` it sets the
-        length of the one-cycle schedule.
-      image_shape: (H, W, C) of one input image.
+        length of the schedule.
+      image_shape: (H, W, C) of one input image (the stored size; the models' parameter
+        shapes do not depend on it).
+      pretrained: False skips `config.pretrained` (the random init instead): for a state
+        whose values a checkpoint replaces, or shapes only.
 
     Returns:
       A TrainState at step 0 (an int32 array) with `step_config` taken from `config`.
+      With `config.pretrained` (a .pth path or a torchvision weight name),
+      params and batch_stats are `cifar_jax.pretrained.initial_variables(config, rng)`'s.
     """
     model = create_model(config)
     tx = make_optimizer(config, steps_per_epoch, head_key=models.HEAD_KEY)
 
     # One compiled program instead of hundreds of eagerly dispatched ops (one per
-    # initializer and optimizer buffer); the persistent compilation cache keeps it.
+    # initializer); the persistent compilation cache keeps it.
     @jax.jit
     def init(rng):
         variables = model.init(rng, jnp.zeros((1, *image_shape), jnp.float32), train=False)
-        return variables["params"], variables["batch_stats"], tx.init(variables["params"])
+        # A model without BatchNorm (torchvision's VGG16) has no batch_stats: {} stands for them.
+        return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
 
-    params, batch_stats, opt_state = init(rng)
+    variables = None
+    if pretrained and config.pretrained:
+        from cifar_jax import pretrained as pretrained_weights  # torch only when asked for
+
+        variables = pretrained_weights.initial_variables(config, rng)
+        if variables is not None:  # device arrays, whatever the loader returns (numpy from torch)
+            variables = jax.tree.map(jnp.asarray, variables)
+    if variables is None:
+        variables = init(rng)
+    params, batch_stats = variables["params"], variables.get("batch_stats", {})
+    opt_state = jax.jit(tx.init)(params)
     return TrainState(
         # An int32 array, not Python's 0: the step's output has that type, and a mismatch
         # would compile the train step a second time.
@@ -130,9 +164,93 @@ def _metrics(logits, labels, weight) -> dict:
     }
 
 
+def head_only(params):
+    """`params` with a stopped gradient everywhere outside the head (`models.HEAD_KEY`): the
+    backward pass then ends at the head, as for a torch backbone with requires_grad=False."""
+    return {key: value if key == models.HEAD_KEY else jax.lax.stop_gradient(value)
+            for key, value in params.items()}
+
+
+def _gradients(state: TrainState, params, batch_stats, images, labels, weight, mask, dropout_rng, count):
+    """One forward and backward pass over (micro)batch `images` (normalised, stored size).
+
+    The loss differentiated is sum(cross-entropy * weight) / `count`, `count` being the
+    real examples of the whole batch: gradients of the microbatches of a batch add up to
+    the batch's mean-loss gradient.
+
+    Returns:
+      (grads, sums, batch_stats): `sums` holds the weighted sums "loss" and "correct";
+      `batch_stats` the running statistics after this pass (unchanged when frozen).
+    """
+    settings = state.step_config
+    images = resize(images, settings.image_size)
+
+    def loss_fn(params):
+        variables = {"params": params, "batch_stats": batch_stats}
+        if settings.freeze_backbone:
+            # Feature extraction: BatchNorm on its running statistics, left as they are.
+            logits = state.apply_fn({**variables, "params": head_only(params)}, images, train=False)
+            new_stats = batch_stats
+        else:
+            logits, updates = state.apply_fn(
+                variables,
+                images,
+                train=True,
+                mask=mask,
+                mutable=["batch_stats"],
+                rngs={"dropout": dropout_rng},  # dropout / stochastic depth
+            )
+            new_stats = updates.get("batch_stats", {})
+        losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+        correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
+        sums = {"loss": jnp.sum(losses * weight), "correct": jnp.sum(correct * weight)}
+        return sums["loss"] / count, (sums, new_stats)
+
+    grads, (sums, new_stats) = jax.grad(loss_fn, has_aux=True)(params)
+    return grads, sums, new_stats
+
+
+def _microbatches(x: jax.Array, k: int) -> jax.Array:
+    """(B, ...) -> (k, B/k, ...): microbatch j holds examples j, j + k, j + 2k, ... (strided:
+    with the batch split over devices, each microbatch still spans all of them)."""
+    return x.reshape(x.shape[0] // k, k, *x.shape[1:]).swapaxes(0, 1)
+
+
+def _accumulated_gradients(state: TrainState, images, labels, weight, mask, dropout_rng, count):
+    """`_gradients` over `grad_accum_steps` microbatches in a lax.scan: gradients and sums
+    added up, BatchNorm statistics carried from one microbatch's pass to the next (as k
+    torch forward passes in train mode would leave them)."""
+    k = state.step_config.grad_accum_steps
+    real = mask if mask is not None else jnp.ones(labels.shape, bool)
+    xs = (jnp.arange(k),) + tuple(_microbatches(x, k) for x in (images, labels, weight, real))
+
+    def body(carry, xs):
+        grads, sums, batch_stats = carry
+        index, images, labels, weight, real = xs
+        # A microbatch of padding only (the end of a short last batch) would give BatchNorm
+        # 0/0 statistics: it runs as if real, its loss weight (0) makes its gradient exactly
+        # 0, and its statistics update is dropped.
+        has_real = jnp.any(real)
+        micro_mask = None if mask is None else real | ~has_real
+        g, s, new_stats = _gradients(state, state.params, batch_stats, images, labels, weight, micro_mask,
+                                     jax.random.fold_in(dropout_rng, index), count)
+        new_stats = jax.tree.map(lambda new, old: jnp.where(has_real, new, old), new_stats, batch_stats)
+        return (jax.tree.map(jnp.add, grads, g), jax.tree.map(jnp.add, sums, s), new_stats), None
+
+    zeros = (jax.tree.map(jnp.zeros_like, state.params),
+             {"loss": jnp.zeros((), jnp.float32), "correct": jnp.zeros((), jnp.float32)},
+             state.batch_stats)
+    (grads, sums, batch_stats), _ = jax.lax.scan(body, zeros, xs)
+    return grads, sums, batch_stats
+
+
 @jax.jit
 def train_step(state: TrainState, batch: dict, rng: jax.Array) -> tuple[TrainState, dict]:
     """One optimizer step on `batch`, with augmentation if `state.step_config.augment`.
+
+    The images are cropped and flipped at their stored size, normalised, and resized to
+    `step_config.image_size`; with `step_config.grad_accum_steps` = k > 1 the batch runs
+    as k microbatches (see StepConfig) and one update is applied.
 
     Args:
       state: the train state before the step.
@@ -149,23 +267,19 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array) -> tuple[TrainSta
     settings = state.step_config
     weight = _weights(batch)
     mask = batch.get("mask")
+    count = jnp.sum(weight)
     step_rng = jax.random.fold_in(rng, state.step)
     images = augment(step_rng, batch["image"]) if settings.augment else batch["image"]
-    images = normalize(images, settings.mean, settings.std)
+    images = normalize(images, settings.mean, settings.std)  # resized per (micro)batch
+    dropout_rng = jax.random.fold_in(step_rng, 1)
 
-    def loss_fn(params):
-        logits, updates = state.apply_fn(
-            {"params": params, "batch_stats": state.batch_stats},
-            images,
-            train=True,
-            mask=mask,
-            mutable=["batch_stats"],
-            rngs={"dropout": jax.random.fold_in(step_rng, 1)},  # dropout / stochastic depth
-        )
-        metrics = _metrics(logits, batch["label"], weight)
-        return metrics["loss"], (metrics, updates["batch_stats"])
-
-    grads, (metrics, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
+    if settings.grad_accum_steps == 1:
+        grads, sums, batch_stats = _gradients(state, state.params, state.batch_stats, images, batch["label"],
+                                              weight, mask, dropout_rng, count)
+    else:
+        grads, sums, batch_stats = _accumulated_gradients(state, images, batch["label"], weight, mask,
+                                                          dropout_rng, count)
+    metrics = {"loss": sums["loss"] / count, "accuracy": sums["correct"] / count, "count": count}
     finite = jnp.isfinite(metrics["loss"]) & jnp.all(
         jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
     new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
@@ -181,7 +295,8 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array) -> tuple[TrainSta
 
 @jax.jit
 def eval_step(state: TrainState, batch: dict) -> dict:
-    """The model in inference mode (running BatchNorm statistics, no augmentation) on `batch`.
+    """The model in inference mode (running BatchNorm statistics, no augmentation) on `batch`,
+    normalised and resized to `step_config.image_size` as in training.
 
     Args:
       state: a train state (only params, batch_stats and step_config are read).
@@ -191,7 +306,7 @@ def eval_step(state: TrainState, batch: dict) -> dict:
       Scalars `loss` and `accuracy` over the real examples, and their `count`.
     """
     settings = state.step_config
-    images = normalize(batch["image"], settings.mean, settings.std)
+    images = model_input(batch["image"], settings.mean, settings.std, settings.image_size)
     logits = state.apply_fn(
         {"params": state.params, "batch_stats": state.batch_stats}, images, train=False
     )

@@ -19,8 +19,7 @@ from typing import Optional
 import jax
 from tqdm import tqdm
 
-from cifar_jax import (checkpoint, faults, hosts, models, multistep, pretrained, report, run_dir, run_files, tensorboard,
-                       workdir_lock)
+from cifar_jax import checkpoint, faults, hosts, models, multistep, report, run_dir, run_files, tensorboard, workdir_lock
 from cifar_jax.config import resolve_config, split_command_line, validate_config
 from cifar_jax.data import load_dataset
 from cifar_jax.errors import CifarJaxError
@@ -73,8 +72,6 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
             run = RunContext(path, checkpoints, stop, steps_per_epoch, data.class_names,
                              rngs={"augment": augment_rng, "data": data_key})
             state, start_epoch = _resume(run, state)
-            if start_epoch == 0:  # a fresh run starts from `pretrained` weights, if any
-                state = pretrained.with_pretrained(state, config, init_rng)
             run.curves = tensorboard.TrainingCurves(path, num_train, _metric_records(path), hosts.is_primary())
             state, run.rngs = multistep.replicate((state, run.rngs), mesh)
             train_images, train_labels, test_images, test_labels = multistep.replicate(

@@ -53,12 +53,24 @@ def get_config(model: str = "") -> ml_collections.ConfigDict:
     config.max_param_mb = 100.0
     config.width = 1.0  # channel multiplier: 1.0 is the seed's ResNet9 (32..512), 2.0 the original
     config.dtype = "float32"  # compute dtype: float32 or bfloat16 (params and BN stats stay float32)
-    config.pretrained = ""  # imagenet_* models: torchvision weights, a .pth path or a name such as ResNet50_Weights.IMAGENET1K_V2 (docs/transfer.md)
+    # Start from pretrained weights (the imagenet_* models; docs/transfer.md): a torchvision
+    # .pth state_dict path, or a torchvision weight name such as "ResNet50_Weights.IMAGENET1K_V2"
+    # (looked up in $TORCH_HOME/hub/checkpoints, else downloaded); the head is replaced for
+    # num_classes. "" trains from the random init.
+    config.pretrained = ""
+    # The model's input size: crop and flip at 32x32, normalise, then resize (bilinear) to
+    # image_size x image_size on the device, in training and evaluation (224 for ImageNet
+    # models); 32 means no resize (the seed's setting).
+    config.image_size = 32
 
     # Training.
     config.num_epochs = 30
     config.batch_size = 256
     config.eval_batch_size = 500
+    # Run each batch as this many microbatches of batch_size / grad_accum_steps (one forward
+    # and backward pass each, BatchNorm statistics per microbatch) and apply one update with
+    # the whole batch's gradient: the same effective batch in less activation memory.
+    config.grad_accum_steps = 1
     config.seed = 0
     # Checkpoints (WORKDIR/checkpoints, Orbax): save after every N-th epoch and the last;
     # keep the newest keep_checkpoints plus the best by test accuracy.
@@ -92,6 +104,9 @@ def get_config(model: str = "") -> ml_collections.ConfigDict:
     config.lr_decay_epochs = (10, 20)  # step: multiply the lr by lr_decay_factor at each of these epochs
     config.lr_decay_factor = 0.1  # step: the factor (torch MultiStepLR gamma)
     config.backbone_lr_mult = 1.0  # learning rate of every parameter outside the model's head, times the head's
-    config.freeze_backbone = False  # train the head alone: the backbone gets no updates and no optimizer state
+    # Train the head alone (feature extraction): the backbone gets no updates and no optimizer
+    # state, and the model runs in inference mode (BatchNorm running statistics, left as they
+    # are; no dropout) in training too.
+    config.freeze_backbone = False
 
     return config

@@ -275,8 +275,11 @@ def abstract_train_state(config, steps_per_epoch: int):
     """The TrainState `create_train_state` would build, as shapes only (nothing computed)."""
     from cifar_jax.steps import create_train_state  # steps imports the models: only when needed
 
-    return jax.eval_shape(lambda: create_train_state(jax.random.key(0), config, steps_per_epoch,
-                                                     (IMAGE_SIZE, IMAGE_SIZE, 3)))
+    image_shape = (IMAGE_SIZE, IMAGE_SIZE, 3)
+    return jax.eval_shape(
+        # pretrained=False: the shapes are the same, and no weight file is read for them.
+        lambda: create_train_state(jax.random.key(0), config, steps_per_epoch, image_shape, pretrained=False)
+    )
 
 
 def restore(workdir, step: Optional[int] = None, best: bool = False, *, variables_only: bool = False):
