@@ -5,7 +5,6 @@ config checks, and each configs/transfer/ recipe through the CLI at a tiny size.
 A tiny ResNet9 (width 0.125, 10 classes, batch 8) serves the step tests (a ResNet18 the
 resize test: ResNet9 needs 32x32 inputs); each setting compiles its own train step once."""
 import dataclasses
-import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -13,7 +12,7 @@ import numpy as np
 import optax
 import pytest
 
-from cifar_jax import models, multistep
+from cifar_jax import models
 from cifar_jax.augment import augment, model_input, normalize, resize
 from cifar_jax.config import load_config_file, validate_config
 from cifar_jax.errors import ConfigError
