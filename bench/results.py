@@ -4,7 +4,7 @@
     path = write_result("throughput", {"rows": rows})
 
 Each file holds `device` ({"kind", "platform", "count"} of jax.devices()), `date` (UTC ISO
-date), `time_utc`, `command` (sys.argv, shell-quoted), `versions` (jax, jaxlib, flax,
+date), `time_utc`, `command` (the interpreter's name and sys.argv, shell-quoted), `versions` (jax, jaxlib, flax,
 optax, orbax-checkpoint, numpy, torch, torchvision and any jax CUDA plugin, read with
 importlib.metadata without importing them; null when not installed), `git` (the commit,
 "+dirty" when the tree has changes; null without git) and the figures, merged at the top
@@ -86,7 +86,8 @@ def _plain(value):
 def write_result(name: str, figures: dict, *, out_dir=RESULTS_DIR, device: Optional[dict] = None,
                  command: Optional[str] = None) -> pathlib.Path:
     """Writes `out_dir/NAME-YYYY-MM-DD-DEVICE.json` (or ...-2.json, -3, ... if taken) and
-    returns its path. `device` and `command` default to jax.devices()[0] and sys.argv."""
+    returns its path. `device` and `command` default to jax.devices()[0] and the interpreter's
+    name + sys.argv (e.g. "python3 bench/throughput.py --json throughput")."""
     if not _NAME.fullmatch(name):
         raise ValueError(f"result name {name!r}: use letters, digits, '_', '.', '-'")
     clash = sorted(set(figures) & set(RESERVED))
@@ -98,7 +99,7 @@ def write_result(name: str, figures: dict, *, out_dir=RESULTS_DIR, device: Optio
         "device": device,
         "date": now.date().isoformat(),
         "time_utc": now.isoformat(timespec="seconds"),
-        "command": command if command is not None else shlex.join(sys.argv),
+        "command": command if command is not None else shlex.join([pathlib.Path(sys.executable).name, *sys.argv]),
         "versions": versions(),
         "git": git_commit(),
         **figures,
