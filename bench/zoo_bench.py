@@ -172,6 +172,8 @@ def run_one(args, root: pathlib.Path, model: str, recipe: str, timeout: float) -
                 error = f"exit {code}: " + _tail(log, 1)  # the exception's line
         except subprocess.TimeoutExpired:
             error = f"timeout after {timeout:.0f} s"
+        except Stopped as why:  # subprocess.run has killed the child
+            error, row["stopped"] = f"stopped by {why}", str(why)
     row["wall_s"] = time.perf_counter() - start
     row.update(figures_from_metrics(workdir))
     row.update({"params": None, "peak_bytes": None})
@@ -210,6 +212,8 @@ def main(argv=None) -> int:
                 continue
             row = run_one(args, root, model, recipe, min(timeout, left))
             rows.append(row)
+            if "stopped" in row:
+                raise Stopped(row.pop("stopped"))
 
             def fmt(key, spec, scale=1.0):
                 return format(row[key] / scale, spec) if row.get(key) is not None else "-"
