@@ -19,15 +19,28 @@ cifar_jax.reference.fit with the data on its device. "seconds" is the training p
 epoch; JAX's first epoch includes compiling. Checkpoint size: PyTorch's
 torch.save(model.state_dict()) file; JAX's params + batch_stats as a Flax msgpack file,
 the same tensors (the state_dict also holds the running statistics).
+
+PyTorch at its best, for a fair speed comparison (timing runs from the same initial weights
+and data order): --torch-best adds a run with bf16 autocast and channels_last (the
+evaluation stays float32); --torch-compile adds one more with the model under torch.compile
+(its first epoch includes compiling). --torch-best-epochs sets their length (default: --epochs).
+
+--json NAME writes bench/results/NAME-DATE-DEVICE.json (bench/results.py) with `jax` and
+`torch` objects (and `torch_best`, a list, when asked), each with `test_acc` (final),
+`best_test_acc`, `s_per_epoch` (median of epochs 1+), `first_epoch_s`, `params`,
+`param_bytes` (float32), `checkpoint_bytes` and the per-epoch `history`; plus `speedup`
+(torch s/epoch over jax s/epoch) and `acc_gap` (jax minus torch). If the process gets
+SIGTERM (e.g. from `timeout`) the file is still written, with what finished and `stopped`.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import functools
-import json
 import math
 import os
 import pathlib
+import signal
 import statistics
 import sys
 import tempfile
@@ -43,6 +56,7 @@ import numpy as np  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from bench import results as bench_results  # noqa: E402
 from cifar_jax import load_dataset  # noqa: E402
 from cifar_jax.config import load_config_file, validate_config  # noqa: E402
 from cifar_jax.convert import state_dict_to_variables  # noqa: E402
@@ -66,7 +80,10 @@ def parse_args(argv=None):
     p.add_argument("--independent-init", action="store_true", help="each side its own random init (default: the same weights)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--torch-device", default="", help="default: cuda if available, else cpu")
-    p.add_argument("--json", default="", help="also write the results to this file")
+    p.add_argument("--torch-best", action="store_true", help="also time PyTorch with bf16 autocast + channels_last")
+    p.add_argument("--torch-compile", action="store_true", help="also time that with torch.compile")
+    p.add_argument("--torch-best-epochs", type=int, default=0, help="epochs of those runs (0 = --epochs)")
+    bench_results.add_arguments(p)
     return p.parse_args(argv)
 
 
@@ -161,6 +178,91 @@ def run_torch(config, data: Dataset, orders, model, device: str, seed: int):
     return {"history": history, "parameters": ref.count_parameters(model), "checkpoint_bytes": size, "device": name}
 
 
+def run_torch_best(config, data: Dataset, orders, init_state_dict, device: str, seed: int, epochs: int,
+                   compile_model: bool):
+    """The seed's loop in PyTorch with bf16 autocast and channels_last (and torch.compile):
+    the same steps as cifar_jax.reference.train_step, timed; evaluation in float32."""
+    import torch
+    import torch.nn.functional as F
+
+    from cifar_jax import reference as ref
+
+    config = copy.deepcopy(config)
+    config.num_epochs = epochs
+    torch.manual_seed(seed)
+    model = ref.build_model(config)
+    model.load_state_dict(init_state_dict)
+    model = model.to(device).to(memory_format=torch.channels_last)
+    forward = torch.compile(model) if compile_model else model
+    images = torch.as_tensor(data.train_images, device=device)
+    labels = torch.as_tensor(data.train_labels, device=device).long()
+    test_images = torch.as_tensor(data.test_images, device=device)
+    test_labels = torch.as_tensor(data.test_labels, device=device).long()
+    steps_per_epoch = math.ceil(len(labels) / config.batch_size)
+    optimizer, scheduler = ref.make_optimizer(model, config, steps_per_epoch)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    device_type = "cuda" if device.startswith("cuda") else "cpu"
+    mode = "bf16 autocast + channels_last" + (" + torch.compile" if compile_model else "")
+    history = []
+    for epoch in range(epochs):
+        ref._synchronize(device)
+        start = time.perf_counter()
+        order = torch.as_tensor(np.asarray(orders(epoch)), device=device)
+        model.train()
+        for first in range(0, len(order), config.batch_size):
+            idx = order[first : first + config.batch_size]
+            x = ref.preprocess(images[idx], config.mean, config.std, config.augment, generator)
+            x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device_type, dtype=torch.bfloat16):
+                loss = F.cross_entropy(forward(x), labels[idx])
+            loss.backward()
+            if config.grad_clip > 0:
+                torch.nn.utils.clip_grad_value_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad()
+            scheduler.step()
+        ref._synchronize(device)
+        seconds = time.perf_counter() - start
+        test = ref.evaluate(model, test_images, test_labels, config)
+        history.append({"epoch": epoch, "test_acc": test["accuracy"], "seconds": seconds})
+        print(f"  torch ({mode}) epoch {epoch}: test_acc {test['accuracy']:.4f} ({seconds:.2f}s)", flush=True)
+    name = torch.cuda.get_device_name() if device.startswith("cuda") else f"cpu, {torch.get_num_threads()} threads"
+    return {"mode": mode, "history": history, "parameters": ref.count_parameters(model), "device": name}
+
+
+def per_epoch_seconds(history) -> float:
+    """Median training seconds of the epochs after the first (the first compiles), or of all."""
+    later = [h["seconds"] for h in history[1:]] or [h["seconds"] for h in history]
+    return statistics.median(later)
+
+
+def summary(side: dict) -> dict:
+    """A side's figures for the JSON file."""
+    history = side["history"]
+    out = {
+        "test_acc": history[-1]["test_acc"] if history else None,
+        "best_test_acc": max((h["test_acc"] for h in history), default=None),
+        "s_per_epoch": per_epoch_seconds(history) if history else None,
+        "first_epoch_s": history[0]["seconds"] if history else None,
+        "epochs": len(history),
+        "params": side.get("parameters"),
+        "param_bytes": 4 * side["parameters"] if side.get("parameters") else None,
+    }
+    for key in ("checkpoint_bytes", "device", "mode"):
+        if key in side:
+            out[key] = side[key]
+    out["history"] = [{k: h[k] for k in ("epoch", "test_acc", "seconds")} for h in history]
+    return out
+
+
+class Stopped(Exception):
+    """SIGTERM arrived (e.g. from `timeout`): write what finished."""
+
+
+def _stop(signum, frame):
+    raise Stopped(signal.Signals(signum).name)
+
+
 def table(results, config, data, args) -> str:
     jax_r, torch_r = results["jax"], results["torch"]
     lines = [
@@ -176,9 +278,7 @@ def table(results, config, data, args) -> str:
         star = "*" if j["epoch"] == 0 else " "
         lines.append(f"{j['epoch']:>5} | {j['test_acc']:>12.4f} | {j['seconds']:>6.2f}{star} | {t['test_acc']:>14.4f} | {t['seconds']:>7.2f}")
 
-    def per_epoch(history):
-        later = [h["seconds"] for h in history[1:]] or [h["seconds"] for h in history]
-        return statistics.median(later)
+    per_epoch = per_epoch_seconds
 
     lines += [
         "",
@@ -218,17 +318,42 @@ def main(argv=None) -> int:
 
     torch.manual_seed(args.seed)
     model = ref.build_model(config)
+    init_state_dict = copy.deepcopy(model.state_dict())
     init = None if args.independent_init else state_dict_to_variables(model.state_dict(), config.num_classes, config.width)
-    print(f"training cifar_jax on {jax.devices()[0].platform} ...", flush=True)
-    results = {"jax": run_jax(config, data, orders, init, args.seed)}
-    print(f"training the PyTorch reference on {device} ...", flush=True)
-    results["torch"] = run_torch(config, data, orders, model, device, args.seed)
-    results["torch_version"] = torch.__version__
-    print()
-    print(table(results, config, data, args))
+    results, stopped = {"torch_version": torch.__version__}, None
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        print(f"training cifar_jax on {jax.devices()[0].platform} ...", flush=True)
+        results["jax"] = run_jax(config, data, orders, init, args.seed)
+        print(f"training the PyTorch reference on {device} ...", flush=True)
+        results["torch"] = run_torch(config, data, orders, model, device, args.seed)
+        print()
+        print(table(results, config, data, args), flush=True)
+        best_epochs = args.torch_best_epochs or args.epochs
+        for compile_model in [False] * args.torch_best + [True] * args.torch_compile:
+            print(f"timing PyTorch at its best on {device}{' with torch.compile' if compile_model else ''} ...", flush=True)
+            results.setdefault("torch_best", []).append(
+                run_torch_best(config, data, orders, init_state_dict, device, args.seed, best_epochs, compile_model))
+    except Stopped as why:
+        stopped = str(why)
+        print(f"stopped by {stopped}: writing what finished", file=sys.stderr, flush=True)
     if args.json:
-        pathlib.Path(args.json).write_text(json.dumps({**results, "args": vars(args)}, indent=2))
-    return 0
+        figures = {side: summary(results[side]) for side in ("jax", "torch") if side in results}
+        if "torch_best" in results:
+            figures["torch_best"] = [summary(run) for run in results["torch_best"]]
+        if "jax" in figures and "torch" in figures:
+            figures["speedup"] = figures["torch"]["s_per_epoch"] / figures["jax"]["s_per_epoch"]
+            figures["acc_gap"] = figures["jax"]["test_acc"] - figures["torch"]["test_acc"]
+        if stopped:
+            figures["stopped"] = stopped
+        figures["settings"] = {
+            **vars(args), "torch_device": device, "train_images": n, "test_images": len(data.test_labels),
+            "same_init": not args.independent_init,
+            "jax_loop": "one jit call per step, data on the device (not the cifar_jax.train loop)",
+            "s_per_epoch_method": "median training seconds of epochs 1+ (evaluation excluded)",
+        }
+        bench_results.report(bench_results.write_result(args.json, figures, out_dir=args.out_dir))
+    return 1 if stopped else 0
 
 
 if __name__ == "__main__":

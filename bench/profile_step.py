@@ -23,6 +23,10 @@ apart. Variants (all float32 unless named):
 
 --trace DIR also records one call of `base` and `bf16` with jax.profiler and prints the
 device's 25 most expensive kernels (by total time) of each. Synthetic random images.
+
+--json NAME writes bench/results/NAME-DATE-DEVICE.json (bench/results.py): `rows` of
+`variant`, `batch`, `ms_per_step`, `images_per_s`, `first_call_s`, `finite`, and for the
+traced variants `kernels` (name, ms per step, launches per step), plus the settings.
 """
 from __future__ import annotations
 
@@ -30,6 +34,7 @@ import argparse
 import contextlib
 import glob
 import math
+import os
 import pathlib
 import statistics
 import sys
@@ -44,6 +49,7 @@ import optax
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from bench import results as bench_results  # noqa: E402
 from cifar_jax import models  # noqa: E402
 from cifar_jax.config import load_config_file  # noqa: E402
 from cifar_jax.steps import create_train_state, eval_step, train_step  # noqa: E402
@@ -174,6 +180,7 @@ def main(argv=None):
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--trace", default="", help="folder for jax.profiler traces of base and bf16")
     parser.add_argument("--top", type=int, default=25)
+    bench_results.add_arguments(parser)
     args = parser.parse_args(argv)
     device = jax.devices()[0]
     print(f"device: {device.device_kind} ({device.platform}), jax {jax.__version__}; width {args.width}, "
@@ -195,8 +202,16 @@ def main(argv=None):
               + ("" if row["finite"] else "  (non-finite loss)"), flush=True)
         if trace:
             print(f"  device kernels of one call ({args.steps} steps), by total time:")
+            row["kernels"] = []
             for name, total, count in device_kernels(trace, args.top):
                 print(f"    {total / args.steps:8.3f} ms/step {count // args.steps:4d}x/step  {name[:110]}")
+                row["kernels"].append({"name": name, "ms_per_step": total / args.steps, "per_step": count / args.steps})
+    if args.json:
+        figures = {"rows": rows, "matmul_precision": str(jax.config.jax_default_matmul_precision or "default"),
+                   "xla_flags": os.environ.get("XLA_FLAGS", ""),
+                   "settings": {k: v for k, v in vars(args).items() if k not in ("json", "out_dir")},
+                   "ms_per_step_method": f"median of {args.repeats} calls of {args.steps} steps, after one that compiles"}
+        bench_results.report(bench_results.write_result(args.json, figures, out_dir=args.out_dir))
     return rows
 
 

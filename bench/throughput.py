@@ -9,6 +9,11 @@ epoch's seconds, which include compilation. "plain" is a per-step Python loop: i
 sent from the host every step, one jit call per step. "epoch" is what
 `python -m cifar_jax.train` runs: cifar_jax.multistep's scanned steps, data on the device.
 Synthetic random images: the speed of a step does not depend on what the pixels show.
+
+--json NAME also writes bench/results/NAME-DATE-DEVICE.json (bench/results.py) with `rows`
+of `loop`, `dtype`, `s_per_epoch`, `images_per_s`, `first_epoch_s` and `compile_s`, where
+compile_s = the first epoch's seconds minus the steady median (an estimate of compiling:
+the first epoch also pays the first transfers), and the settings.
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from bench import results  # noqa: E402
 from cifar_jax import multistep  # noqa: E402
 from cifar_jax.config import load_config_file  # noqa: E402
 from cifar_jax.steps import create_train_state, train_step  # noqa: E402
@@ -89,6 +95,7 @@ def main(argv=None):
     parser.add_argument("--calls-per-epoch", type=int, default=8)
     parser.add_argument("--dtypes", default="float32,bfloat16")
     parser.add_argument("--modes", default="plain,epoch")
+    results.add_arguments(parser)
     args = parser.parse_args(argv)
     device = jax.devices()[0]
     print(f"device: {device.device_kind} ({device.platform}), jax {jax.__version__}; "
@@ -98,6 +105,19 @@ def main(argv=None):
     print(f"{'loop':<6} {'dtype':<9} {'s/epoch':>9} {'images/s':>10} {'first epoch s':>14} {'speedup':>8}")
     for r in rows:
         print(f"{r['mode']:<6} {r['dtype']:<9} {r['median']:>9.3f} {r['ips']:>10,.0f} {r['first']:>14.2f} {base / r['median']:>7.2f}x")
+    if args.json:
+        json_rows = [{"loop": r["mode"], "dtype": r["dtype"], "s_per_epoch": r["median"], "images_per_s": r["ips"],
+                      "first_epoch_s": r["first"], "compile_s": max(0.0, r["first"] - r["median"])} for r in rows]
+        figures = {
+            "rows": json_rows,
+            "compile_s_method": "first epoch minus the median of the timed epochs",
+            "s_per_epoch_method": f"median of {args.epochs} epochs after the first",
+            "matmul_precision": str(jax.config.jax_default_matmul_precision or "default"),
+            "settings": {"width": args.width, "num_classes": args.num_classes, "batch_size": args.batch_size,
+                         "train_size": args.train_size, "epochs": args.epochs,
+                         "calls_per_epoch": args.calls_per_epoch, "data": "synthetic uint8, on the device"},
+        }
+        results.report(results.write_result(args.json, figures, out_dir=args.out_dir))
     return rows
 
 
