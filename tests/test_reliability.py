@@ -243,13 +243,13 @@ def test_a_second_signal_stops_at_once():
 def test_ctrl_c_before_training_starts_exits_130_and_leaves_nothing(tmp_path, monkeypatch, capsys):
     """A real SIGINT while the data loads (before the loop's own handler is installed): the
     command exits 130 with one line, and the new workdir it had created is gone again."""
-    from cifar_jax.data import synthetic
+    from cifar_jax.data import dataset
 
     def ctrl_c_while_loading(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGINT)
         raise AssertionError("SIGINT did not interrupt the data loading")
 
-    monkeypatch.setattr(synthetic, "make_synthetic", ctrl_c_while_loading)
+    monkeypatch.setattr(dataset, "make_synthetic", ctrl_c_while_loading)  # the name load_dataset calls
     workdir = tmp_path / "run"
     # What Ctrl-C does in an ordinary Python process, even if this one started with SIGINT ignored.
     before = signal.signal(signal.SIGINT, signal.default_int_handler)

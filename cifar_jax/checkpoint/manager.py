@@ -259,8 +259,10 @@ def wait(checkpoints: RunCheckpoints) -> None:
 def _raise_write_error(checkpoints: RunCheckpoints, error: BaseException):
     """Removes what the failed save left behind and raises CheckpointWriteError."""
     for thread in checkpoints.writers:  # Orbax raises the first error while other items
-        with contextlib.suppress(Exception):  # may still be writing into the temporary folder;
-            thread.join(timeout=60)  # (some of Orbax's threads re-raise that error on join)
+        if thread.name.startswith("metadata_store"):  # may still be writing into the temporary
+            continue  # folder; its metadata store's thread lives as long as the manager: no join
+        with contextlib.suppress(Exception):  # (some of Orbax's threads re-raise that error on join)
+            thread.join(timeout=60)
     step, removed = checkpoints.pending_step, []
     for leftover in checkpoints.directory.glob(f"{step}.orbax-checkpoint-tmp*"):
         shutil.rmtree(leftover, ignore_errors=True)
