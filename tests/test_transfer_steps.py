@@ -331,18 +331,35 @@ def test_every_seed_model_has_a_seed_config_and_a_224_recipe():
         assert config.image_size == (32 if recipe.startswith("seed_") else 224), recipe
 
 
-@pytest.mark.parametrize("recipe", [
-    pytest.param(r, marks=() if r == FAST else pytest.mark.slow) for r in RECIPES])
-def test_each_recipe_trains_through_the_cli_at_a_tiny_size(tmp_path, recipe, capsys):
-    workdir = tmp_path / "run"
+def _tiny_run_argv(recipe: str, workdir) -> list[str]:
     size = 32 if recipe.startswith("seed_") else 64
-    code = main([
+    return [
         "--config", str(REPO / "configs" / "transfer" / recipe), "--workdir", str(workdir),
         "--config.dataset=synthetic", "--config.num_classes=10", "--config.synthetic_train_size=32",
         "--config.synthetic_test_size=16", "--config.pretrained=", f"--config.image_size={size}",
         "--config.num_epochs=1", "--config.warmup_epochs=0", "--config.batch_size=8",
         "--config.eval_batch_size=16", "--config.xla_cache_dir=",
-    ])  # full width: the imagenet_* models have the fixed widths of the pretrained weights
+    ]  # full width: the imagenet_* models have the fixed widths of the pretrained weights
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_each_recipe_dry_runs_through_the_cli(tmp_path, recipe, capsys):
+    """Every recipe resolves, validates and builds its model (shapes only) through the CLI."""
+    code = main(_tiny_run_argv(recipe, tmp_path / "run") + ["--dry-run"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert "imagenet_" in out.out and not (tmp_path / "run").exists()
+
+
+# Training compiles a full-width ImageNet model's step: minutes each on 2 CPU cores, so the
+# suite trains three recipes of three families (the dry runs above cover every one).
+TRAINED = {FAST: (), "seed_efficientnet_b0.py": (pytest.mark.slow,), "resnet18_224.py": (pytest.mark.slow,)}
+
+
+@pytest.mark.parametrize("recipe", [pytest.param(r, marks=m) for r, m in TRAINED.items()])
+def test_recipes_train_through_the_cli_at_a_tiny_size(tmp_path, recipe, capsys):
+    workdir = tmp_path / "run"
+    code = main(_tiny_run_argv(recipe, workdir))
     out = capsys.readouterr()
     assert code == 0, out.err
     assert "Epoch [0]" in out.out
