@@ -81,7 +81,9 @@ def test_two_processes_train_like_one_process_on_two_devices(tmp_path):
     primary_out, other_out = _train_two_processes(two)
     assert "2 devices, data parallel over 2 processes" in primary_out
     assert "Epoch [1]" in primary_out and "Epoch" not in other_out  # one log, from process 0
-    assert sorted(p.name for p in two.iterdir()) == ["checkpoints", "config.json", "curves.png", "metrics.jsonl"]
+    assert sorted(p.name for p in two.iterdir()) == ["checkpoints", "config.json", "curves.png", "metrics.jsonl",
+                                                     "tensorboard"]
+    assert len(list((two / "tensorboard").iterdir())) == 1  # one event file, from process 0
     lines = (two / "metrics.jsonl").read_text().splitlines()
     reference = (one / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 2  # each epoch written once
