@@ -62,10 +62,8 @@ class MBConv(nn.Module):
         y = self.conv_bn(y, self.out, 1, train, mask)
         if self.stride != 1 or channels != self.out:
             return y
-        if train and self.drop_rate > 0:  # stochastic depth, torchvision's "row" mode
-            keep = 1.0 - self.drop_rate
-            alive = jax.random.bernoulli(self.make_rng("dropout"), keep, (y.shape[0], 1, 1, 1))
-            y = y * alive.astype(y.dtype) / jnp.asarray(keep, y.dtype)
+        if train and self.drop_rate > 0:
+            y = layers.stochastic_depth(y, self.drop_rate, self.make_rng("dropout"))
         return x + y
 
 

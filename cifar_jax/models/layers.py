@@ -153,3 +153,12 @@ def classifier(x, num_classes: int, dtype: Any = jnp.float32, kernel_init: Optio
 def max_pool(x, size: int = 2):
     """`size` x `size` max-pool at stride `size` (PyTorch's MaxPool2d(size)), NHWC."""
     return nn.max_pool(x, (size, size), strides=(size, size))
+
+
+def stochastic_depth(y, rate: float, rng: jax.Array):
+    """torchvision's StochasticDepth(rate, "row") in training: each example's residual
+    branch `y` is dropped with probability `rate`, the kept ones scaled by 1 / (1 - rate)."""
+    keep = 1.0 - rate
+    alive = jax.random.bernoulli(rng, keep, (y.shape[0],) + (1,) * (y.ndim - 1))
+    return y * alive.astype(y.dtype) / jnp.asarray(keep, y.dtype)
+

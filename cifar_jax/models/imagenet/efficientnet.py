@@ -42,10 +42,8 @@ def _mbconv(x, prefix: str, out: int, expansion: int, kernel: int, stride: int, 
     y = cn(y, out, 1, train, mask, conv_name=f"{prefix}{i + 2}_0", norm_name=f"{prefix}{i + 2}_1")
     if stride != 1 or channels != out:
         return y
-    if train and drop_rate > 0:  # StochasticDepth(p, "row"): a whole example's branch, rescaled
-        keep = 1.0 - drop_rate
-        alive = jax.random.bernoulli(rng, keep, (y.shape[0], 1, 1, 1))
-        y = y * alive.astype(y.dtype) / jnp.asarray(keep, y.dtype)
+    if train and drop_rate > 0:
+        y = layers.stochastic_depth(y, drop_rate, rng)
     return x + y
 
 
