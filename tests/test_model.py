@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from cifar_jax.models import BatchNorm, ResNet9
+from cifar_jax.steps import random_init
 
 
 def _param_count(model):
@@ -27,10 +28,11 @@ def test_width_and_classes_change_the_model():
 def test_forward_shapes_and_train_flag():
     model = ResNet9(num_classes=7, width=0.125)
     x = jax.random.normal(jax.random.key(1), (4, 32, 32, 3))
-    variables = model.init(jax.random.key(0), x, train=False)
-    logits = model.apply(variables, x, train=False)
+    # Jitted: eagerly, every op compiles on its own (about 20 s on 2 cores).
+    variables = random_init(model, jax.random.key(0))
+    logits = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, x)
     assert logits.shape == (4, 7)
-    train_logits, updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
+    train_logits, updates = jax.jit(lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"]))(variables, x)
     assert train_logits.shape == (4, 7)
     # Training mode normalises with batch statistics, so its output differs from eval mode.
     assert not np.allclose(train_logits, logits)
@@ -39,7 +41,7 @@ def test_forward_shapes_and_train_flag():
 
 
 def test_init_follows_pytorch_default_bounds():
-    variables = ResNet9(num_classes=100).init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False)
+    variables = random_init(ResNet9(num_classes=100), jax.random.key(0))
     kernel = np.asarray(variables["params"]["res3"]["ConvBlock_0"]["Conv_0"]["kernel"])
     bias = np.asarray(variables["params"]["res3"]["ConvBlock_0"]["Conv_0"]["bias"])
     bound = 1 / np.sqrt(512 * 9)
