@@ -111,7 +111,7 @@ def evaluate_run(workdir, step=None, best=False, batch_size=None, confusion_png=
     per_class = np.divide(np.diag(matrix), counts, out=np.full(len(counts), np.nan), where=counts > 0)
     count, size = parameter_summary(variables["params"])
     result = {
-        "workdir": str(workdir),
+        "workdir": str(workdir) if workdir else None,  # None: --torch-weights with --config only
         "checkpoint": info["path"],
         "step": info["step"],
         "epoch": info["epoch"],

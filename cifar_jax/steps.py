@@ -105,6 +105,8 @@ def random_init(model: nn.Module, rng: jax.Array, image_shape=(32, 32, 3)) -> di
         # A model without BatchNorm (torchvision's VGG16) has no batch_stats: {} stands for them.
         return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
 
+    if isinstance(rng, jax.core.Tracer):  # traced (jax.eval_shape of a restore template): shapes only
+        return init(rng)
     options = _CPU_INIT_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
     return jax.jit(init).lower(rng).compile(options)(rng)
 
