@@ -90,9 +90,9 @@ def create_model(config) -> nn.Module:
     return models.build(config.model, config.num_classes, config.width, config.dtype)
 
 
-# XLA:CPU's default optimisation level spends ~8 s compiling ResNet9's init (hundreds of
-# random-number fusions in a program that runs once); level 1 compiles it in ~2 s and gave
-# the same bits here (2-core AMD EPYC, jax 0.10.2, 2026-12-02). Other backends keep their default.
+# XLA:CPU's default optimisation level spends most of the init's compile time on hundreds
+# of random-number fusions in a program that runs once; level 1 halves it, same values
+# (docs/speed.md). Other backends keep their default.
 _CPU_INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": "1"}
 
 
