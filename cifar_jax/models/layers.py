@@ -161,4 +161,3 @@ def stochastic_depth(y, rate: float, rng: jax.Array):
     keep = 1.0 - rate
     alive = jax.random.bernoulli(rng, keep, (y.shape[0],) + (1,) * (y.ndim - 1))
     return y * alive.astype(y.dtype) / jnp.asarray(keep, y.dtype)
-
