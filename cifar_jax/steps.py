@@ -96,19 +96,25 @@ def create_model(config) -> nn.Module:
 _CPU_INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": "1"}
 
 
+def _compile_once(fn, rng):
+    """`fn(rng)` as one compiled program (at _CPU_INIT_COMPILER_OPTIONS on CPU), or traced
+    plainly when `rng` is a tracer (jax.eval_shape of a restore template: shapes only)."""
+    if isinstance(rng, jax.core.Tracer):
+        return fn(rng)
+    options = _CPU_INIT_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
+    return jax.jit(fn).lower(rng).compile(options)(rng)
+
+
+def _init_variables(model: nn.Module, rng: jax.Array, image_shape) -> dict:
+    variables = model.init(rng, jnp.zeros((1, *image_shape), jnp.float32), train=False)
+    # A model without BatchNorm (torchvision's VGG16) has no batch_stats: {} stands for them.
+    return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
+
+
 def random_init(model: nn.Module, rng: jax.Array, image_shape=(32, 32, 3)) -> dict:
     """{"params", "batch_stats"} of `model.init` on one zero image of `image_shape`, as one
     compiled program (not hundreds of eagerly dispatched ops, one per initializer)."""
-
-    def init(rng):
-        variables = model.init(rng, jnp.zeros((1, *image_shape), jnp.float32), train=False)
-        # A model without BatchNorm (torchvision's VGG16) has no batch_stats: {} stands for them.
-        return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
-
-    if isinstance(rng, jax.core.Tracer):  # traced (jax.eval_shape of a restore template): shapes only
-        return init(rng)
-    options = _CPU_INIT_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
-    return jax.jit(init).lower(rng).compile(options)(rng)
+    return _compile_once(lambda rng: _init_variables(model, rng, image_shape), rng)
 
 
 def create_train_state(
@@ -140,12 +146,17 @@ def create_train_state(
         from cifar_jax import pretrained as pretrained_weights  # torch only when asked for
 
         variables = pretrained_weights.initial_variables(config, rng)
-        if variables is not None:  # device arrays, whatever the loader returns (numpy from torch)
-            variables = jax.tree.map(jnp.asarray, variables)
-    if variables is None:
-        variables = random_init(model, rng, image_shape)
+    if variables is not None:  # device arrays, whatever the loader returns (numpy from torch)
+        variables = jax.tree.map(jnp.asarray, variables)
+        opt_state = jax.jit(tx.init)(variables["params"])
+    else:
+        # The random init and the optimizer's init as one program: one compile, not two.
+        def init(rng):
+            variables = _init_variables(model, rng, image_shape)
+            return variables, tx.init(variables["params"])
+
+        variables, opt_state = _compile_once(init, rng)
     params, batch_stats = variables["params"], variables.get("batch_stats", {})
-    opt_state = jax.jit(tx.init)(params)
     return TrainState(
         # An int32 array, not Python's 0: the step's output has that type, and a mismatch
         # would compile the train step a second time.
