@@ -8,6 +8,7 @@ statistics stay exactly those of the short batch.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -87,7 +88,14 @@ def create_model(config) -> nn.Module:
     Returns:
       The Flax module, called as `model.apply(variables, images, train=..., mask=...)`.
     """
-    return models.build(config.model, config.num_classes, config.width, config.dtype)
+    return _model(config.model, config.num_classes, config.width, config.dtype)
+
+
+@functools.lru_cache(maxsize=16)
+def _model(name: str, num_classes: int, width: float, dtype: str) -> nn.Module:
+    # One module object per setting: TrainState.apply_fn is its bound `apply`, and bound
+    # methods compare equal only on the same object (see _optimizer for why that matters).
+    return models.build(name, num_classes, width, dtype)
 
 
 # XLA:CPU's default optimisation level spends most of the init's compile time on hundreds
@@ -96,25 +104,44 @@ def create_model(config) -> nn.Module:
 _CPU_INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": "1"}
 
 
-def _compile_once(fn, rng):
-    """`fn(rng)` as one compiled program (at _CPU_INIT_COMPILER_OPTIONS on CPU), or traced
-    plainly when `rng` is a tracer (jax.eval_shape of a restore template: shapes only)."""
-    if isinstance(rng, jax.core.Tracer):
-        return fn(rng)
+@functools.lru_cache(maxsize=16)
+def _init_program(model: nn.Module, tx, image_shape: tuple):
+    """rng -> {"params", "batch_stats"} of `model.init` on one zero image of `image_shape`
+    (and `tx.init` of the params, unless `tx` is None), jitted once per setting: one
+    compiled program, not hundreds of eagerly dispatched ops (one per initializer), and not
+    traced again for an equal setting. Under jax.eval_shape (restore templates) it only
+    traces."""
+
+    def init(rng):
+        variables = model.init(rng, jnp.zeros((1, *image_shape), jnp.float32), train=False)
+        # A model without BatchNorm (torchvision's VGG16) has no batch_stats: {} stands for them.
+        variables = {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
+        return variables if tx is None else (variables, tx.init(variables["params"]))
+
     options = _CPU_INIT_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
-    return jax.jit(fn).lower(rng).compile(options)(rng)
-
-
-def _init_variables(model: nn.Module, rng: jax.Array, image_shape) -> dict:
-    variables = model.init(rng, jnp.zeros((1, *image_shape), jnp.float32), train=False)
-    # A model without BatchNorm (torchvision's VGG16) has no batch_stats: {} stands for them.
-    return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
+    return jax.jit(init, compiler_options=options)
 
 
 def random_init(model: nn.Module, rng: jax.Array, image_shape=(32, 32, 3)) -> dict:
     """{"params", "batch_stats"} of `model.init` on one zero image of `image_shape`, as one
     compiled program (not hundreds of eagerly dispatched ops, one per initializer)."""
-    return _compile_once(lambda rng: _init_variables(model, rng, image_shape), rng)
+    return _init_program(model, None, tuple(image_shape))(rng)
+
+
+_OPTIMIZERS: dict = {}  # (config JSON, steps per epoch) -> optax transformation; newest last
+
+
+def _optimizer(config, steps_per_epoch: int):
+    """`make_optimizer`'s transformation, the same object for an equal config: the train
+    state's `tx` is static under jit, so a new but equal state (another run of the same
+    config in this process, a resumed run) reuses the compiled steps instead of tracing and
+    compiling them again."""
+    key = (config.to_json(sort_keys=True), steps_per_epoch)
+    if key not in _OPTIMIZERS:
+        if len(_OPTIMIZERS) >= 16:
+            del _OPTIMIZERS[next(iter(_OPTIMIZERS))]
+        _OPTIMIZERS[key] = make_optimizer(config, steps_per_epoch, head_key=models.HEAD_KEY)
+    return _OPTIMIZERS[key]
 
 
 def create_train_state(
@@ -139,7 +166,7 @@ def create_train_state(
       params and batch_stats are `cifar_jax.pretrained.initial_variables(config, rng)`'s.
     """
     model = create_model(config)
-    tx = make_optimizer(config, steps_per_epoch, head_key=models.HEAD_KEY)
+    tx = _optimizer(config, steps_per_epoch)
 
     variables = None
     if pretrained and config.pretrained:
@@ -151,11 +178,7 @@ def create_train_state(
         opt_state = jax.jit(tx.init)(variables["params"])
     else:
         # The random init and the optimizer's init as one program: one compile, not two.
-        def init(rng):
-            variables = _init_variables(model, rng, image_shape)
-            return variables, tx.init(variables["params"])
-
-        variables, opt_state = _compile_once(init, rng)
+        variables, opt_state = _init_program(model, tx, tuple(image_shape))(rng)
     params, batch_stats = variables["params"], variables.get("batch_stats", {})
     return TrainState(
         # An int32 array, not Python's 0: the step's output has that type, and a mismatch
