@@ -11,12 +11,12 @@ with the hex digits after the last "-" of its name) and only then renamed into p
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import pathlib
 import re
 
-from cifar_jax.data.fetch import Wording, fetch_verified
+from cifar_jax.data.fetch import Wording, digest_of, fetch_verified
+from cifar_jax.data.http_transfer import DiskProblem, TooSlow
 from cifar_jax.errors import CifarJaxError
 
 BASE_URL = "https://download.pytorch.org/models/"
@@ -46,6 +46,15 @@ DEFAULTS = {
     "MobileNet_V2_Weights.DEFAULT": "MobileNet_V2_Weights.IMAGENET1K_V2",
     "EfficientNet_B0_Weights.DEFAULT": "EfficientNet_B0_Weights.IMAGENET1K_V1",
 }
+# Each file's size in MiB, as torchvision's Weights metadata gives it (`_file_size`, 3 decimals):
+# a download never writes more than this (rounded up), whatever the server sends.
+FILE_MIB = {
+    "resnet18-f37072fd.pth": 44.661, "resnet50-0676ba61.pth": 97.781, "resnet50-11ad3fa6.pth": 97.79,
+    "resnet152-394f9c45.pth": 230.434, "resnet152-f82ba261.pth": 230.474, "vgg16-397923af.pth": 527.796,
+    "vgg16_bn-6c64b313.pth": 527.866, "mobilenet_v2-b0353104.pth": 13.555, "mobilenet_v2-7ebf99e0.pth": 13.598,
+    "efficientnet_b0_rwightman-7f5810bc.pth": 20.451,
+}
+MAX_FILE_BYTES = 1 << 30  # a file not in FILE_MIB (above the largest there, 528 MiB)
 _WEIGHT_NAME = re.compile(r"\w+_Weights\.\w+")
 _HASH = re.compile(r"-([a-f0-9]*)\.")  # torch.hub's HASH_REGEX
 TIMEOUT_S = 60.0
@@ -99,23 +108,22 @@ def fetch(file_name: str, folder: pathlib.Path, url: str, timeout: float = TIMEO
     if target.is_file():
         return target
 
-    def verify(path: pathlib.Path) -> str | None:
-        actual = sha256_of(path)
+    def verify(file) -> str | None:
+        actual = digest_of(file, "sha256")
         return None if actual.startswith(hash_prefix(file_name)) else (
             f"has sha256 {actual}, which does not start with {hash_prefix(file_name)} as its name says")
 
+    def fatal(error) -> str:
+        if isinstance(error, TooSlow):
+            return (f"downloading {url} is far too slow to finish: {error}; put {file_name} into {folder} "
+                    f"(torch.hub's cache), {ELSEWHERE}")
+        if isinstance(error, DiskProblem):
+            return f"{error}; free space there or set TORCH_HOME=DIR on a disk with room, {ELSEWHERE}"
+        return f"cannot download {url} ({error}); offline? put {file_name} into {folder} (torch.hub's cache), {ELSEWHERE}"
+
     wording = Wording(
         CifarJaxError, unwritable=f" to download {file_name}; set TORCH_HOME=DIR (files go to DIR/hub/checkpoints)",
-        fatal=lambda error: (f"cannot download {url} ({error}); offline? put {file_name} into {folder} "
-                             f"(torch.hub's cache), {ELSEWHERE}"),
-        retry=ELSEWHERE, invalid=f"Try again, or put a verified copy at {target}")
-    return fetch_verified(url, target, timeout=timeout, verify=verify, wording=wording)
-
-
-def sha256_of(path: pathlib.Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        fatal=fatal, retry=ELSEWHERE, invalid=f"Try again, or put a verified copy at {target}")
+    most = round((FILE_MIB[file_name] + 0.001) * 2**20) if file_name in FILE_MIB else MAX_FILE_BYTES
+    return fetch_verified(url, target, timeout=timeout, verify=verify, wording=wording, most=most)
 

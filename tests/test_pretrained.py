@@ -235,10 +235,12 @@ def test_without_torch_the_error_says_how_to_install(monkeypatch, resnet18_file)
 
 
 def test_weight_file_names_are_torchvisions(tv):
-    """The table is torchvision's own: each name's url ends in the file name."""
+    """The table is torchvision's own: each name's url ends in the file name, and the size
+    that bounds its download is torchvision's."""
     for name, (arch, file_name) in torch_hub.WEIGHTS.items():
         enum, member = name.split(".")
         assert getattr(tv.models, enum)[member].url == torch_hub.BASE_URL + file_name
+        assert torch_hub.FILE_MIB[file_name] == getattr(tv.models, enum)[member].meta["_file_size"]
         assert arch in pretrained.models.imagenet.ARCHITECTURES
     for alias, name in torch_hub.DEFAULTS.items():
         enum = alias.split(".")[0]
