@@ -275,7 +275,8 @@ def test_a_missing_weight_file_is_downloaded_and_checked(hub, monkeypatch):
         pretrained.load_torchvision("resnet18", "ResNet18_Weights.IMAGENET1K_V1", num_classes=10)
         pretrained.load_torchvision("resnet18", "ResNet18_Weights.IMAGENET1K_V1")  # now from the cache
         assert len(server.gets()) == 1
-    assert sorted(p.name for p in hub.folder.iterdir()) == [hub.file_name]  # no .part, no .lock
+    # No .part, no .lock; the marker that remembers the file's check.
+    assert sorted(p.name for p in hub.folder.iterdir()) == [hub.file_name, hub.file_name + torch_hub.VERIFIED_SUFFIX]
     assert (hub.folder / hub.file_name).read_bytes() == hub.body
 
 
