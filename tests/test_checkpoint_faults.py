@@ -1,6 +1,7 @@
 """Damaged checkpoint folders beyond tests/test_checkpoint.py's DAMAGE, checkpoints of
 another config in a run's folder, and a disk that fills up while a checkpoint is written."""
 import contextlib
+import json
 import os
 import shutil
 
@@ -8,6 +9,8 @@ import numpy as np
 import pytest
 
 from cifar_jax import checkpoint
+from cifar_jax.checkpoint.layout import ARRAY_ITEMS
+from cifar_jax.checkpoint.restoring import meta_problem
 from cifar_jax.errors import CifarJaxError
 from tests.checkpoint_runs import (
     assert_trees_equal,
@@ -41,6 +44,13 @@ def _array_data_file(folder):
     return biggest_file(folder / "params" / "ocdbt.process_0" / "d")
 
 
+def _edit_meta(folder, edit):
+    file = folder / "meta" / "metadata"
+    meta = json.loads(file.read_text())
+    edit(meta)
+    file.write_text(json.dumps(meta))
+
+
 DAMAGE = {
     "garbage array file": lambda folder: _garbage(_array_data_file(folder)),
     "empty array file": lambda folder: os.truncate(_array_data_file(folder), 0),
@@ -48,6 +58,11 @@ DAMAGE = {
     "garbage meta json": lambda folder: next((folder / "meta").glob("metadata")).write_text('{"epoch": '),
     "emptied params item": lambda folder: [shutil.rmtree(p) if p.is_dir() else p.unlink()
                                            for p in (folder / "params").iterdir()],
+    # Without its checksums, altered weights would pass: a checkpoint of this format has them.
+    "meta without checksums, weights altered": lambda folder: (
+        _edit_meta(folder, lambda meta: meta.pop("checksums")), _garbage(_array_data_file(folder))),
+    "meta epoch null": lambda folder: _edit_meta(folder, lambda meta: meta.update(epoch=None)),
+    "meta data_order a string": lambda folder: _edit_meta(folder, lambda meta: meta.update(data_order="x")),
 }
 
 
