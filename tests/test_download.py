@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from cifar_jax import download as download_cli
-from cifar_jax.data import cifar_archive, download, fetch, load_dataset
+from cifar_jax.data import cifar_archive, download, fetch, load_dataset, safe_open
 from cifar_jax.data.cifar_archive import md5_of
 from cifar_jax.errors import ConfigError, DataError
 from tests import cifar_files, disks
@@ -238,6 +238,21 @@ def test_a_planted_lock_symlink_is_refused_and_creates_nothing(server, data_dir,
         _load(server.url())
     _failed_cleanly(data_dir, error, "refusing", ".lock", "symbolic link")
     assert not (tmp_path / "created_by_the_victim").exists() and not server.gets()
+
+
+@pytest.mark.parametrize("flags", [os.O_RDONLY, os.O_RDWR, os.O_WRONLY | os.O_CREAT])
+def test_open_no_follow_refuses_a_fifo_without_waiting_and_a_folder(tmp_path, flags):
+    os.mkfifo(tmp_path / "fifo")  # opening it plainly would wait for a writer (or reader) forever
+    (tmp_path / "folder").mkdir()
+    for name in ("fifo", "folder"):
+        try:
+            os.close(safe_open.open_no_follow(tmp_path / name, flags))
+        except safe_open.UnsafeFile as error:
+            assert "not a regular file" in str(error)
+        except IsADirectoryError:
+            assert name == "folder" and flags != os.O_RDONLY  # a folder cannot be opened for writing
+        else:
+            raise AssertionError(f"{name} was opened with flags {flags}")
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user needs root")

@@ -18,6 +18,7 @@ import fcntl
 import hashlib
 import os
 import pathlib
+import stat
 import sys
 import time
 from typing import BinaryIO, Callable
@@ -233,11 +234,13 @@ class Progress:
 
 
 def _size(path: pathlib.Path) -> int:
-    """The size of the file at `path` itself (a link is not followed); 0 when there is none."""
+    """The size of the regular file at `path` itself; 0 for none, a link or anything else
+    (which opening it refuses: safe_open)."""
     try:
-        return os.lstat(path).st_size
+        status = os.lstat(path)
     except FileNotFoundError:
         return 0
+    return status.st_size if stat.S_ISREG(status.st_mode) else 0
 
 
 def say(text: str) -> None:
