@@ -81,6 +81,25 @@ def test_resume_skips_it_and_restore_refuses_it(run, tmp_path, damage):
     assert_trees_equal(resume.state.params, state_after(3).params)
 
 
+def test_the_meta_schema_names_what_is_wrong():
+    good = {"format": 1, "epoch": 3, "next_epoch": 4, "step": 40, "steps_per_epoch": 10, "metrics": {},
+            "data_order": {"seed": 0}, "rng_impls": {"augment": "threefry2x32"}, "image_shape": [32, 32, 3],
+            "class_names": None, "config": {}, "checksums": {item: "ab" * 32 for item in ARRAY_ITEMS}}
+    assert meta_problem(good) is None
+    cases = [("epoch", None, "has epoch null, not an integer >= 0"),
+             ("step", True, "has step true, not an integer >= 0"),
+             ("data_order", "x", 'has data_order "x", not an object'),
+             ("steps_per_epoch", 0, "has steps_per_epoch 0, not null or an integer >= 1"),
+             ("class_names", [1, 2], "has class_names [1, 2], not null or a list of names"),
+             ("rng_impls", {"augment": 7}, "has rng_impls"),
+             ("checksums", {"params": "ab" * 32}, "has checksums"),  # one item's digest is not enough
+             ("checksums", {item: "not hex" for item in ARRAY_ITEMS}, "has checksums")]
+    for key, value, expected in cases:
+        assert expected in meta_problem({**good, key: value}), (key, value)
+    assert meta_problem({k: v for k, v in good.items() if k != "checksums"}) == "lacks checksums"
+    assert meta_problem([1]) == "is a list, not an object"
+
+
 HARMLESS_OR_DAMAGE = {
     "removed _CHECKPOINT_METADATA": lambda folder: (folder / "_CHECKPOINT_METADATA").unlink(),
     "removed per-process ocdbt manifest": lambda folder: (
