@@ -81,6 +81,15 @@ def test_resume_skips_it_and_restore_refuses_it(run, tmp_path, damage):
     assert_trees_equal(resume.state.params, state_after(3).params)
 
 
+def test_resume_skips_rng_keys_of_an_unknown_implementation(run, tmp_path):
+    workdir = copy_run(run, tmp_path / "copy")
+    _edit_meta(step_dir(workdir, 40), lambda meta: meta.update(rng_impls={"augment": "bogus", "data": "bogus"}))
+    with checkpoint.open_manager(workdir, smoke_config(num_epochs=5, keep_checkpoints=2)) as checkpoints:
+        with pytest.warns(checkpoint.CheckpointWarning, match=r"step 40 \(its RNG keys do not fit .*bogus"):
+            resume = checkpoint.restore_latest_for_resume(checkpoints, smoke_state())
+    assert resume.step == 32
+
+
 def test_the_meta_schema_names_what_is_wrong():
     good = {"format": 1, "epoch": 3, "next_epoch": 4, "step": 40, "steps_per_epoch": 10, "metrics": {},
             "data_order": {"seed": 0}, "rng_impls": {"augment": "threefry2x32"}, "image_shape": [32, 32, 3],
