@@ -9,6 +9,7 @@ import ast
 import dataclasses
 import difflib
 import json
+import math
 import pathlib
 import runpy
 
@@ -140,24 +141,92 @@ def _require(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
-def validate_config(config) -> None:
-    """Checks the values a run depends on; raises ConfigError naming key and fix."""
-    positive_ints = ("num_classes", "num_epochs", "batch_size", "eval_batch_size")
-    for key in positive_ints:
+# Upper bounds: far above any sensible run, low enough that a slip (a few zeros too many)
+# is refused in one line before anything is allocated, downloaded or written.
+SEED_RANGE = (0, 2**32 - 1)  # JAX keys take 32 bits of the seed (x64 off): others repeat a seed in this range
+MAX_BATCH_SIZE = 1 << 24  # 16.8 M images: 206 GB as float32 input alone, beyond any one device
+MAX_EPOCHS = 100_000
+MAX_CLASSES = 1_000_000
+MAX_IMAGE_SIZE = 1024  # the model's input side; ImageNet models use 224
+MAX_SYNTHETIC_IMAGES = 1 << 22  # 4.2 M images, 12.9 GB of pixels in memory
+MAX_WIDTH = 16.0  # parameters grow with the width squared: ResNet9 at 16 has about 2 billion
+MAX_DOWNLOAD_TIMEOUT_S = 24 * 3600.0
+# key -> (smallest, largest or None): integers.
+INT_RANGES = {
+    "num_classes": (2, MAX_CLASSES),
+    "num_epochs": (1, MAX_EPOCHS),
+    "batch_size": (1, MAX_BATCH_SIZE),
+    "eval_batch_size": (1, MAX_BATCH_SIZE),
+    "grad_accum_steps": (1, None),
+    "image_size": (1, MAX_IMAGE_SIZE),
+    "seed": SEED_RANGE,
+    "synthetic_train_size": (1, MAX_SYNTHETIC_IMAGES),
+    "synthetic_test_size": (1, MAX_SYNTHETIC_IMAGES),
+    "checkpoint_every_epochs": (1, None),
+    "keep_checkpoints": (1, None),
+    "progress_updates": (1, None),
+}
+# Numbers (an int is accepted where a float is expected): each must be finite; the range
+# checks below and in cifar_jax.optim say more.
+FLOAT_KEYS = (
+    "learning_rate", "width", "div_factor", "final_div_factor", "adam_eps", "download_timeout", "weight_decay",
+    "grad_clip", "pct_start", "beta1_max", "beta1_min", "beta2", "momentum", "warmup_epochs",
+    "warmup_start_factor", "lr_decay_factor", "backbone_lr_mult", "max_param_mb",
+)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_int(key: str, value, low: int, high: int | None) -> None:
+    if low == 1:
+        wanted = "a positive integer" + (f" of at most {high:,}" if high is not None else "")
+    elif high is None:
+        wanted = f"an integer of at least {low:,}"
+    else:
+        wanted = f"an integer in {low:,}..{high:,}"
+    ok = _is_int(value) and value >= low and (high is None or value <= high)
+    _require(ok, f"{key}={value!r} must be {wanted}; set --config.{key}")
+
+
+def _check_numbers(config) -> None:
+    """Every numeric key holds a number of its type, finite, within its range (INT_RANGES)."""
+    for key, (low, high) in INT_RANGES.items():
+        _check_int(key, config[key], low, high)
+    for key in FLOAT_KEYS:
         value = config[key]
-        _require(isinstance(value, int) and value >= 1, f"{key}={value!r} must be a positive integer; set --config.{key}")
-    _require(config.num_classes >= 2, f"num_classes={config.num_classes} must be at least 2; set --config.num_classes")
+        _require(isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
+                 f"{key}={value!r} must be a finite number; set --config.{key}")
+    for key in ("mean", "std"):
+        values = config[key]
+        _require(isinstance(values, (tuple, list)) and len(values) == 3,
+                 f"{key} needs 3 values (R, G, B), e.g. --config.{key}='(0.5, 0.5, 0.5)'")
+        _require(all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values),
+                 f"{key}={tuple(values)!r} must hold 3 finite numbers; set --config.{key}")
+
+
+def validate_config(config) -> None:
+    """Checks the values a run depends on; raises ConfigError naming key and fix.
+
+    Types and ranges only (no data is read): a batch larger than the data set is refused
+    once the data is loaded (check_batch_size), before the run writes anything."""
+    _check_numbers(config)
     for key in ("learning_rate", "width", "div_factor", "final_div_factor", "adam_eps"):
         _require(config[key] > 0, f"{key}={config[key]} must be positive; set --config.{key}")
-    _require(config.download_timeout > 0,
-             f"download_timeout={config.download_timeout} must be positive seconds; set --config.download_timeout")
+    _require(config.width <= MAX_WIDTH,
+             f"width={config.width} must be at most {MAX_WIDTH:g} (parameters grow with its square); set "
+             "--config.width")
+    _require(0 < config.download_timeout <= MAX_DOWNLOAD_TIMEOUT_S,
+             f"download_timeout={config.download_timeout} must be positive seconds, at most a day "
+             f"({MAX_DOWNLOAD_TIMEOUT_S:g}); set --config.download_timeout")
+    _require(config.max_param_mb >= 0, f"max_param_mb={config.max_param_mb} must be zero (no limit) or positive; "
+             "set --config.max_param_mb")
     for key in ("weight_decay", "grad_clip"):
         _require(config[key] >= 0, f"{key}={config[key]} must be zero or positive; set --config.{key}")
     _require(0 < config.pct_start < 1, f"pct_start={config.pct_start} must lie in (0, 1); set --config.pct_start")
     for key in ("beta1_max", "beta1_min", "beta2"):
         _require(0 <= config[key] < 1, f"{key}={config[key]} must lie in [0, 1); set --config.{key}")
-    for key in ("mean", "std"):
-        _require(len(config[key]) == 3, f"{key} needs 3 values (R, G, B), e.g. --config.{key}='(0.5, 0.5, 0.5)'")
     _require(all(s > 0 for s in config.std), "std values must be positive; set --config.std")
     check_weight_decay_mode(config.weight_decay_mode)
     check_optimizer_config(config)  # optimizer, momentum, schedule, warmup, lr decay, backbone keys
@@ -166,12 +235,18 @@ def validate_config(config) -> None:
     check_transfer_config(config)
 
 
+def check_batch_size(batch_size: int, num_train: int) -> None:
+    """ConfigError unless a training batch fits in the `num_train` training images (a larger
+    one would be padded with copies that carry no data: memory for nothing)."""
+    _require(batch_size <= num_train,
+             f"batch_size={batch_size} is more than the {num_train:,} training images; set --config.batch_size "
+             f"to at most {num_train}")
+
+
 def check_transfer_config(config) -> None:
     """ConfigError (one line) for a bad `image_size`, `grad_accum_steps` or `pretrained`."""
     for key in ("image_size", "grad_accum_steps"):
-        value = config[key]
-        _require(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
-                 f"{key}={value!r} must be a positive integer; set --config.{key}")
+        _check_int(key, config[key], *INT_RANGES[key])
     k = config.grad_accum_steps
     _require(config.batch_size % k == 0,
              f"batch_size={config.batch_size} does not split into grad_accum_steps={k} equal microbatches; "

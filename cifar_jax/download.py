@@ -17,6 +17,7 @@ from cifar_jax.data.download import (DATA_DIR_ENV, DATA_URL_ENV, DEFAULT_DATA_DI
                                      fetch_cifar, resolve_data_dir, resolve_url)
 from cifar_jax.errors import CifarJaxError
 
+MAX_TIMEOUT_S = 24 * 3600.0  # as --config.download_timeout allows
 OPTIONS = Options(url="--url", data_dir="--data-dir", joiner=" ")  # as this command's messages name them
 
 
@@ -47,8 +48,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
-        if not args.timeout > 0:
-            raise _UsageError(f"--timeout {args.timeout:g} must be positive seconds")
+        if not 0 < args.timeout <= MAX_TIMEOUT_S:
+            raise _UsageError(f"--timeout {args.timeout:g} must be positive seconds, at most a day ({MAX_TIMEOUT_S:g})")
     except _UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

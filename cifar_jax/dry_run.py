@@ -16,6 +16,7 @@ import sys
 import jax
 
 from cifar_jax import checkpoint, models, multistep, run_dir, workdir_lock
+from cifar_jax.config import check_batch_size
 from cifar_jax.config_help import ordered_items, shown
 from cifar_jax.data.cifar_archive import VARIANTS, find_cifar
 from cifar_jax.data.download import resolve_data_dir, resolve_url
@@ -149,6 +150,7 @@ def _tfds(name: str, config, sizes: dict) -> str:
 def _steps(config, num_train) -> str:
     if not num_train:
         return f"unknown until the data is read (batch {config.batch_size}, {config.num_epochs} epochs)"
+    check_batch_size(config.batch_size, num_train)
     per_epoch = math.ceil(num_train / config.batch_size)
     last = num_train - (per_epoch - 1) * config.batch_size
     return (f"{per_epoch:,} per epoch (batch {config.batch_size}"

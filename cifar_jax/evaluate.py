@@ -24,7 +24,7 @@ from cifar_jax.augment import model_input
 from cifar_jax.cli_common import ArgumentParser, quiet_orbax
 from cifar_jax.errors import CifarJaxError
 # The loop's fixed-size padded batching (one compiled shape for every batch).
-from cifar_jax.multistep import pad_to_batches
+from cifar_jax.multistep import fitted_eval_batch, pad_to_batches
 from cifar_jax.models import parameter_summary
 from cifar_jax.steps import create_model
 
@@ -37,9 +37,10 @@ def _logits_on_indices(variables, images, indices, *, model, mean, std, image_si
 def compute_logits(variables, config, images: np.ndarray, batch_size: int) -> np.ndarray:
     """float32 (N, classes) logits of uint8 NHWC `images`, in inference mode, with
     `batch_size`-sized padded batches (one compilation whatever N is); normalised and
-    resized to `config.image_size` on the device, as the train and eval steps do."""
+    resized to `config.image_size` on the device, as the train and eval steps do. A
+    `batch_size` above N is cut to N (one batch either way, without padding memory)."""
     model = create_model(config)
-    indices, mask = pad_to_batches(jnp.arange(len(images)), batch_size)
+    indices, mask = pad_to_batches(jnp.arange(len(images)), fitted_eval_batch(batch_size, len(images)))
     device_images = jax.device_put(images)
     outputs = [
         _logits_on_indices(variables, device_images, batch, model=model,

@@ -76,6 +76,12 @@ def pad_to_batches(indices: jax.Array, batch_size: int):
     return padded.reshape(steps, batch_size), mask.reshape(steps, batch_size)
 
 
+def fitted_eval_batch(batch_size: int, num_examples: int, devices: int = 1) -> int:
+    """An evaluation batch no larger than the examples need (rounded up to a multiple of
+    `devices`): a larger one is one padded batch too, with memory for nothing."""
+    return min(batch_size, -(-num_examples // devices) * devices)
+
+
 def steps_per_call(steps: int, calls_wanted: int) -> int:
     """The largest divisor of `steps` not above steps / calls_wanted, so every call has
     the same length (one compilation); the whole epoch when no such divisor is near."""
@@ -159,9 +165,13 @@ def evaluate_dataset(state, images, labels, batch_size: int, sharding=None) -> d
     One compiled call where the backend runs loops well, one per batch on CPU; the last
     batch is padded and masked, so every example counts once.
 
+    A `batch_size` above the number of examples is cut to it (rounded up to a multiple of
+    the devices): one batch either way, without memory for padding that holds no data.
+
     Returns:
       {"loss": float, "accuracy": float}.
     """
+    batch_size = fitted_eval_batch(batch_size, len(labels), sharding.mesh.size if sharding is not None else 1)
     order, mask = pad_to_batches(jnp.arange(len(labels)), batch_size)
     if sharding is not None:
         order, mask = replicate((order, mask), sharding.mesh)

@@ -7,7 +7,6 @@ never leaves half a PNG behind.
 """
 from __future__ import annotations
 
-import json
 import os
 import pathlib
 import sys
@@ -17,7 +16,7 @@ import numpy as np
 
 from cifar_jax.cli_common import ArgumentParser
 from cifar_jax.errors import CifarJaxError
-from cifar_jax.run_dir import METRICS_FILE
+from cifar_jax.run_dir import METRICS_FILE, metric_lines
 from cifar_jax.run_files import write_error
 
 CURVES_FILE = "curves.png"
@@ -46,19 +45,12 @@ def _save(figure, path: pathlib.Path, dpi: int) -> pathlib.Path:
 
 def read_metrics(workdir) -> list[dict]:
     """The per-epoch records of WORKDIR/metrics.jsonl; for an epoch written twice (a run
-    resumed from an earlier checkpoint) the last record wins. Sorted by epoch."""
+    resumed from an earlier checkpoint) the last record wins. Sorted by epoch. A torn last
+    line (a crash while it was written) is left out with a warning (run_dir.metric_lines)."""
     path = pathlib.Path(workdir) / METRICS_FILE
     if not path.is_file():
         raise CifarJaxError(f"{path} is missing; pass the --workdir of a training run")
-    records: dict[int, dict] = {}
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            records[int(record["epoch"])] = record
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-            raise CifarJaxError(f"{path} line {number} is not an epoch record; the file is damaged") from None
+    records = {record["epoch"]: record for _, record in metric_lines(pathlib.Path(workdir))}
     return [records[epoch] for epoch in sorted(records)]
 
 

@@ -8,15 +8,23 @@ is downloaded from BASE_URL with the project's downloader (cifar_jax.data.fetch:
 redirects, Range resume into FILE.part, retries), under a lock so that one process
 downloads while others wait, checked as torch.hub checks it (the sha256 of the file starts
 with the hex digits after the last "-" of its name) and only then renamed into place.
+
+Unlike torch.hub, a file found in the cache is checked too (a damaged or swapped file is
+refused in one line), once: the result is remembered next to it in FILE.verified, with the
+file's size, mtime, ctime and inode, and the file is hashed again when any of them changes.
 """
 from __future__ import annotations
 
-import hashlib
+import contextlib
+import json
 import os
 import pathlib
 import re
+import tempfile
 
-from cifar_jax.data.fetch import Wording, fetch_verified
+from cifar_jax.data.fetch import Wording, digest_of, fetch_verified
+from cifar_jax.data.http_transfer import DiskProblem, TooSlow
+from cifar_jax.data.safe_open import UnsafeFile, open_no_follow
 from cifar_jax.errors import CifarJaxError
 
 BASE_URL = "https://download.pytorch.org/models/"
@@ -46,6 +54,16 @@ DEFAULTS = {
     "MobileNet_V2_Weights.DEFAULT": "MobileNet_V2_Weights.IMAGENET1K_V2",
     "EfficientNet_B0_Weights.DEFAULT": "EfficientNet_B0_Weights.IMAGENET1K_V1",
 }
+# Each file's size in MiB, as torchvision's Weights metadata gives it (`_file_size`, 3 decimals):
+# a download never writes more than this (rounded up), whatever the server sends.
+FILE_MIB = {
+    "resnet18-f37072fd.pth": 44.661, "resnet50-0676ba61.pth": 97.781, "resnet50-11ad3fa6.pth": 97.79,
+    "resnet152-394f9c45.pth": 230.434, "resnet152-f82ba261.pth": 230.474, "vgg16-397923af.pth": 527.796,
+    "vgg16_bn-6c64b313.pth": 527.866, "mobilenet_v2-b0353104.pth": 13.555, "mobilenet_v2-7ebf99e0.pth": 13.598,
+    "efficientnet_b0_rwightman-7f5810bc.pth": 20.451,
+}
+MAX_FILE_BYTES = 1 << 30  # a file not in FILE_MIB (above the largest there, 528 MiB)
+VERIFIED_SUFFIX = ".verified"
 _WEIGHT_NAME = re.compile(r"\w+_Weights\.\w+")
 _HASH = re.compile(r"-([a-f0-9]*)\.")  # torch.hub's HASH_REGEX
 TIMEOUT_S = 60.0
@@ -94,28 +112,86 @@ def resolve(spec: str, timeout: float = TIMEOUT_S) -> pathlib.Path:
 
 def fetch(file_name: str, folder: pathlib.Path, url: str, timeout: float = TIMEOUT_S) -> pathlib.Path:
     """folder/file_name, downloaded from `url` first if it is not there (or awaited while
-    another process downloads it)."""
+    another process downloads it); its sha256 prefix is checked either way."""
     target = folder / file_name
     if target.is_file():
+        check_cached(target)
         return target
+    downloaded = {}
 
-    def verify(path: pathlib.Path) -> str | None:
-        actual = sha256_of(path)
+    def verify(file) -> str | None:
+        actual = downloaded["sha256"] = digest_of(file, "sha256")
         return None if actual.startswith(hash_prefix(file_name)) else (
             f"has sha256 {actual}, which does not start with {hash_prefix(file_name)} as its name says")
 
+    def fatal(error) -> str:
+        if isinstance(error, TooSlow):
+            return (f"downloading {url} is far too slow to finish: {error}; put {file_name} into {folder} "
+                    f"(torch.hub's cache), {ELSEWHERE}")
+        if isinstance(error, DiskProblem):
+            return f"{error}; free space there or set TORCH_HOME=DIR on a disk with room, {ELSEWHERE}"
+        return f"cannot download {url} ({error}); offline? put {file_name} into {folder} (torch.hub's cache), {ELSEWHERE}"
+
     wording = Wording(
         CifarJaxError, unwritable=f" to download {file_name}; set TORCH_HOME=DIR (files go to DIR/hub/checkpoints)",
-        fatal=lambda error: (f"cannot download {url} ({error}); offline? put {file_name} into {folder} "
-                             f"(torch.hub's cache), {ELSEWHERE}"),
-        retry=ELSEWHERE, invalid=f"Try again, or put a verified copy at {target}")
-    return fetch_verified(url, target, timeout=timeout, verify=verify, wording=wording)
+        fatal=fatal, retry=ELSEWHERE, invalid=f"Try again, or put a verified copy at {target}")
+    most = round((FILE_MIB[file_name] + 0.001) * 2**20) if file_name in FILE_MIB else MAX_FILE_BYTES
+    fetch_verified(url, target, timeout=timeout, verify=verify, wording=wording, most=most)
+    check_cached(target, downloaded.get("sha256"))
+    return target
 
 
-def sha256_of(path: pathlib.Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def check_cached(path: pathlib.Path, sha256: str | None = None) -> None:
+    """CifarJaxError (one line) unless the sha256 of `path` starts with the prefix its name
+    gives. Hashes the file only when PATH.verified does not vouch for this version of it
+    (`sha256`: the digest already computed, e.g. by the download), then writes that."""
+    prefix = hash_prefix(path.name)
+    if not prefix:
+        return  # a name without a hash: nothing to check against, as for torch.hub
+    marker = path.with_name(path.name + VERIFIED_SUFFIX)
+    try:
+        with open(path, "rb") as file:
+            stamp = _stamp(os.fstat(file.fileno()))
+            if _remembered(marker) == stamp and sha256 is None:
+                return
+            actual = sha256 or digest_of(file, "sha256")
+    except OSError as error:
+        raise CifarJaxError(f"cannot read {path} ({error.strerror or error}); check the file, or delete it to "
+                            "download it again") from None
+    if not actual.startswith(prefix):
+        raise CifarJaxError(f"{path} has sha256 {actual}, which does not start with {prefix} as its name says: it "
+                            f"is damaged or was replaced; delete it to download it again, {ELSEWHERE}")
+    _remember(marker, {**stamp, "sha256": actual})
 
+
+def _stamp(status: os.stat_result) -> dict:
+    return {"size": status.st_size, "mtime_ns": status.st_mtime_ns, "ctime_ns": status.st_ctime_ns,
+            "inode": status.st_ino}
+
+
+def _remembered(marker: pathlib.Path) -> dict | None:
+    """The stamp a marker of this user vouches for (without its sha256), or None."""
+    try:
+        with os.fdopen(open_no_follow(marker, os.O_RDONLY), "rb") as file:
+            values = json.loads(file.read(4096))
+        values.pop("sha256")
+        return values
+    except (OSError, UnsafeFile, ValueError, TypeError, AttributeError, KeyError):
+        return None  # missing, another user's, a link, or unreadable: hash again
+
+
+def _remember(marker: pathlib.Path, values: dict) -> None:
+    """Writes the marker atomically; a folder this user cannot write to just means hashing again."""
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=marker.parent, prefix=f".{marker.name}.")
+        with os.fdopen(fd, "w") as file:
+            json.dump(values, file)
+        os.replace(tmp, marker)
+        tmp = None
+    except OSError:
+        pass
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)

@@ -20,7 +20,7 @@ import jax
 from tqdm import tqdm
 
 from cifar_jax import checkpoint, faults, hosts, models, multistep, report, run_dir, run_files, tensorboard, workdir_lock
-from cifar_jax.config import resolve_config, split_command_line, validate_config
+from cifar_jax.config import check_batch_size, resolve_config, split_command_line, validate_config
 from cifar_jax.data import load_dataset
 from cifar_jax.errors import CifarJaxError
 from cifar_jax.models import parameter_summary
@@ -61,6 +61,7 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
         multistep.check_divisible(config.eval_batch_size, mesh, "eval_batch_size")
         data = _load_data(config)
         num_train = len(data.train_labels)
+        check_batch_size(config.batch_size, num_train)  # before anything is written: the workdir goes again
         steps_per_epoch = math.ceil(num_train / config.batch_size)
         init_rng, augment_rng, data_key = jax.random.split(jax.random.key(config.seed), 3)
         state = create_train_state(init_rng, config, steps_per_epoch, data.train_images.shape[1:])
@@ -131,7 +132,8 @@ def _own_workdir(workdir: str, config):
     empty workdir behind."""
     path = run_dir.check_workdir(workdir, config)
     primary = hosts.is_primary()  # with several processes, only process 0 writes files
-    created = primary and not path.exists()
+    # The folders this run creates (the workdir and any missing parents), innermost first.
+    created = [p for p in (path, *path.absolute().parents) if not p.exists()] if primary else []
     if primary:
         try:
             path.mkdir(parents=True, exist_ok=True)
@@ -144,9 +146,11 @@ def _own_workdir(workdir: str, config):
     finally:
         if lock is not None:
             workdir_lock.release(lock)
-        if created:
-            with contextlib.suppress(OSError):
-                path.rmdir()  # only succeeds if empty
+        for folder in created:
+            try:
+                folder.rmdir()  # only succeeds if empty
+            except OSError:
+                break
 
 
 def _load_data(config):

@@ -20,6 +20,7 @@ class FileServer:
     def __init__(self, body: bytes, path: str = "/cifar-100-python.tar.gz"):
         self.body, self.path = body, path
         self.requests: list[tuple[str, str, dict[str, str]]] = []
+        self.sent_after_body = 0  # junk bytes an `endless` answer wrote past the file
         self.default = serve()
         self.got_request = threading.Event()
         self._released = threading.Event()
@@ -126,6 +127,48 @@ def pause_after(n: int):
         handler.wfile.flush()
         server.wait_released()
         handler.wfile.write(server.body[start + n:])
+    return answer
+
+
+def endless(most: int = 64 << 20):
+    """200 without a Content-Length: the file, then junk until the client goes away (or
+    `most` bytes in all, so that a client that never stops still ends)."""
+    def answer(handler, server):
+        handler.send_response(200)
+        handler.end_headers()
+        handler.wfile.write(server.body)
+        junk, sent = b"\0junk" * 13107, len(server.body)
+        while sent < most:
+            handler.wfile.write(junk)
+            sent += len(junk)
+            server.sent_after_body = sent - len(server.body)
+        handler.close_connection = True
+    return answer
+
+
+def announce(length: int):
+    """200 with a Content-Length of `length` (a lie), then the file as it is."""
+    def answer(handler, server):
+        handler.send_response(200)
+        handler.send_header("Content-Length", str(length))
+        handler.end_headers()
+        handler.wfile.write(server.body)
+        handler.close_connection = True
+    return answer
+
+
+def drip(n: int, every_s: float, for_s: float):
+    """The file with its length, `n` bytes every `every_s` seconds, for at most `for_s`
+    seconds (then the connection closes): a slow-drip server."""
+    def answer(handler, server):
+        _send_headers(handler, server, _range_start(handler))
+        start, offset = time.monotonic(), _range_start(handler) or 0
+        while time.monotonic() - start < for_s and offset < len(server.body):
+            handler.wfile.write(server.body[offset:offset + n])
+            handler.wfile.flush()
+            offset += n
+            time.sleep(every_s)
+        handler.close_connection = True
     return answer
 
 

@@ -1,6 +1,7 @@
 """Damaged checkpoint folders beyond tests/test_checkpoint.py's DAMAGE, checkpoints of
 another config in a run's folder, and a disk that fills up while a checkpoint is written."""
 import contextlib
+import json
 import os
 import shutil
 
@@ -8,6 +9,8 @@ import numpy as np
 import pytest
 
 from cifar_jax import checkpoint
+from cifar_jax.checkpoint.layout import ARRAY_ITEMS
+from cifar_jax.checkpoint.restoring import meta_problem
 from cifar_jax.errors import CifarJaxError
 from tests.checkpoint_runs import (
     assert_trees_equal,
@@ -41,6 +44,13 @@ def _array_data_file(folder):
     return biggest_file(folder / "params" / "ocdbt.process_0" / "d")
 
 
+def _edit_meta(folder, edit):
+    file = folder / "meta" / "metadata"
+    meta = json.loads(file.read_text())
+    edit(meta)
+    file.write_text(json.dumps(meta))
+
+
 DAMAGE = {
     "garbage array file": lambda folder: _garbage(_array_data_file(folder)),
     "empty array file": lambda folder: os.truncate(_array_data_file(folder), 0),
@@ -48,6 +58,11 @@ DAMAGE = {
     "garbage meta json": lambda folder: next((folder / "meta").glob("metadata")).write_text('{"epoch": '),
     "emptied params item": lambda folder: [shutil.rmtree(p) if p.is_dir() else p.unlink()
                                            for p in (folder / "params").iterdir()],
+    # Without its checksums, altered weights would pass: a checkpoint of this format has them.
+    "meta without checksums, weights altered": lambda folder: (
+        _edit_meta(folder, lambda meta: meta.pop("checksums")), _garbage(_array_data_file(folder))),
+    "meta epoch null": lambda folder: _edit_meta(folder, lambda meta: meta.update(epoch=None)),
+    "meta data_order a string": lambda folder: _edit_meta(folder, lambda meta: meta.update(data_order="x")),
 }
 
 
@@ -64,6 +79,34 @@ def test_resume_skips_it_and_restore_refuses_it(run, tmp_path, damage):
             resume = checkpoint.restore_latest_for_resume(checkpoints, smoke_state())
     assert resume.step == 32
     assert_trees_equal(resume.state.params, state_after(3).params)
+
+
+def test_resume_skips_rng_keys_of_an_unknown_implementation(run, tmp_path):
+    workdir = copy_run(run, tmp_path / "copy")
+    _edit_meta(step_dir(workdir, 40), lambda meta: meta.update(rng_impls={"augment": "bogus", "data": "bogus"}))
+    with checkpoint.open_manager(workdir, smoke_config(num_epochs=5, keep_checkpoints=2)) as checkpoints:
+        with pytest.warns(checkpoint.CheckpointWarning, match=r"step 40 \(its RNG keys do not fit .*bogus"):
+            resume = checkpoint.restore_latest_for_resume(checkpoints, smoke_state())
+    assert resume.step == 32
+
+
+def test_the_meta_schema_names_what_is_wrong():
+    good = {"format": 1, "epoch": 3, "next_epoch": 4, "step": 40, "steps_per_epoch": 10, "metrics": {},
+            "data_order": {"seed": 0}, "rng_impls": {"augment": "threefry2x32"}, "image_shape": [32, 32, 3],
+            "class_names": None, "config": {}, "checksums": {item: "ab" * 32 for item in ARRAY_ITEMS}}
+    assert meta_problem(good) is None
+    cases = [("epoch", None, "has epoch null, not an integer >= 0"),
+             ("step", True, "has step true, not an integer >= 0"),
+             ("data_order", "x", 'has data_order "x", not an object'),
+             ("steps_per_epoch", 0, "has steps_per_epoch 0, not null or an integer >= 1"),
+             ("class_names", [1, 2], "has class_names [1, 2], not null or a list of names"),
+             ("rng_impls", {"augment": 7}, "has rng_impls"),
+             ("checksums", {"params": "ab" * 32}, "has checksums"),  # one item's digest is not enough
+             ("checksums", {item: "not hex" for item in ARRAY_ITEMS}, "has checksums")]
+    for key, value, expected in cases:
+        assert expected in meta_problem({**good, key: value}), (key, value)
+    assert meta_problem({k: v for k, v in good.items() if k != "checksums"}) == "lacks checksums"
+    assert meta_problem([1]) == "is a list, not an object"
 
 
 HARMLESS_OR_DAMAGE = {

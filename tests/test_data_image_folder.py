@@ -1,5 +1,9 @@
 """image_folder: folders and .tar/.tar.gz/.zip archives of PNG/JPEG files, and the cache."""
 import dataclasses
+import gzip
+import stat
+import tarfile
+import zipfile
 
 import numpy as np
 import pytest
@@ -237,3 +241,69 @@ def test_class_order_is_by_name_whatever_the_archive_order(tmp_path):
     for source in sources:
         data = load_image_folder(str(source), str(tmp_path / f"cache-{source.name}"))
         _assert_expected(data, expected, classes=("Mango", "apple", "zebra"))
+
+
+# Hostile archives: bounded before anything is read, one line naming the member.
+
+def test_a_member_declaring_more_than_any_image_needs_is_refused_from_its_header(tmp_path):
+    """A tar.gz whose member header claims 400 MB (the bytes never follow: nothing is read)."""
+    def entry(name, data, size=None):
+        info = tarfile.TarInfo(name)
+        info.size = len(data) if size is None else size
+        return info.tobuf() + data + b"\0" * (-len(data) % 512)
+
+    members, _ = _members()
+    raw = b"".join(entry(name, data) for name, data in members.items())
+    raw += entry("train/cat/huge.png", b"\x89PNG" * 128, size=400_000_000)
+    (tmp_path / "src.tar.gz").write_bytes(gzip.compress(raw))
+    with pytest.raises(DataError) as error:
+        load_image_folder(str(tmp_path / "src.tar.gz"), str(tmp_path / "cache"))
+    cifar_files.assert_one_line(error, "src.tar.gz:train/cat/huge.png is 400 MB", "more than any image needs",
+                                f"{image_folder.MAX_IMAGE_BYTES / 1e6:.0f} MB")
+
+
+@pytest.mark.parametrize("kind", ["folder", "zip"])
+def test_an_image_file_over_the_limit_is_refused_naming_it(tmp_path, monkeypatch, kind):
+    members, _ = _members()
+    noise = np.random.default_rng(3).integers(0, 256, size=(96, 96, 3), dtype=np.uint8)
+    members["train/cat/big.png"] = cifar_files.encode_image(noise)  # a real image, ~28 kB
+    monkeypatch.setattr(image_folder, "MAX_IMAGE_BYTES", 20_000)  # a small limit, so the test stays small
+    if kind == "folder":
+        cifar_files.extract_members(tmp_path / "src", members)
+        source = tmp_path / "src"
+    else:
+        source = cifar_files.write_zip(tmp_path / "src.zip", members)
+    with pytest.raises(DataError) as error:
+        load_image_folder(str(source), str(tmp_path / "cache"))
+    cifar_files.assert_one_line(error, "train/cat/big.png", "more than any image needs")
+
+
+def test_an_archive_whose_images_outgrow_the_memory_budget_is_refused(tmp_path, monkeypatch):
+    members, _ = _members()  # 15 PNGs of about 3.2 kB
+    monkeypatch.setattr(image_folder, "archive_budget_bytes", lambda: 20_000)
+    archive = cifar_files.write_tar(tmp_path / "src.tar.gz", members)
+    with pytest.raises(DataError) as error:
+        load_image_folder(str(archive), str(tmp_path / "cache"))
+    cifar_files.assert_one_line(error, str(archive), "add up to more than", "extract it", "--config.data_dir")
+    cifar_files.extract_members(tmp_path / "src", members)  # the folder reads one image at a time: fine
+    load_image_folder(str(tmp_path / "src"), str(tmp_path / "cache"))
+
+
+def test_a_link_entry_in_a_zip_is_skipped_like_a_tar_link(tmp_path):
+    members, expected = _members()
+    archive = cifar_files.write_zip(tmp_path / "src.zip", members)
+    with zipfile.ZipFile(archive, "a") as zf:
+        link = zipfile.ZipInfo("train/cat/link.png")
+        link.external_attr = (stat.S_IFLNK | 0o777) << 16  # as `zip --symlinks` stores a link
+        zf.writestr(link, "../../../etc/passwd")
+    _assert_expected(load_image_folder(str(archive), str(tmp_path / "cache")), expected)
+
+
+def test_an_unreadable_member_is_named_not_a_buffer(tmp_path):
+    members, _ = _members()
+    members["train/dog/garbage.png"] = b"not an image at all"
+    archive = cifar_files.write_zip(tmp_path / "src.zip", members)
+    with pytest.raises(DataError) as error:
+        load_image_folder(str(archive), str(tmp_path / "cache"))
+    message = cifar_files.assert_one_line(error, "train/dog/garbage.png", "not an image format Pillow reads")
+    assert "BytesIO" not in message and " at 0x" not in message

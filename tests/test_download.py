@@ -8,18 +8,19 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
 import pytest
 
 from cifar_jax import download as download_cli
-from cifar_jax.data import cifar_archive, download, fetch, load_dataset
+from cifar_jax.data import cifar_archive, download, fetch, load_dataset, safe_open
 from cifar_jax.data.cifar_archive import md5_of
 from cifar_jax.errors import ConfigError, DataError
 from tests import cifar_files, disks
-from tests.file_server import (FileServer, drop_after, pause_after, redirect, serve, stall_after, status,
-                               wait_for)
+from tests.file_server import (FileServer, announce, drip, drop_after, endless, pause_after, redirect, serve,
+                               stall_after, status, wait_for)
 
 ARCHIVE = "cifar-100-python.tar.gz"
 PART = ARCHIVE + ".part"
@@ -42,10 +43,10 @@ def body(source):
 
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path, monkeypatch, source):
-    """The small archive's md5 as the official one; data_dir in tmp_path; short waits."""
+    """The small archive's md5 and size as the official ones; data_dir in tmp_path; short waits."""
     variant = cifar_archive.VARIANTS["cifar100"]
     monkeypatch.setitem(cifar_archive.VARIANTS, "cifar100",
-                        dataclasses.replace(variant, md5=hashlib.md5(source[0]).hexdigest()))
+                        dataclasses.replace(variant, md5=hashlib.md5(source[0]).hexdigest(), size=len(source[0])))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))  # a default data_dir never reaches the real cache
     monkeypatch.setenv("CIFAR_JAX_DATA", str(tmp_path / "data"))
     monkeypatch.delenv("CIFAR_JAX_DATA_URL", raising=False)
@@ -141,7 +142,7 @@ def test_client_errors_are_one_line_and_not_retried(server, data_dir, code):
     _failed_cleanly(data_dir, error, server.url(), f"HTTP {code}", "--config.data_url=URL",
                     str(data_dir / ARCHIVE))
     assert len(server.gets()) == 1
-    assert not (data_dir / PART).exists()
+    assert list(data_dir.iterdir()) == []  # no .part, and no empty .lock left behind either
 
 
 def test_server_errors_are_retried(server, body, data_dir):
@@ -211,6 +212,129 @@ def test_a_long_eta_prints_how_to_avoid_the_wait_once(server, monkeypatch, capsy
     assert "--config.data_url=URL" in err and "CIFAR_JAX_DATA_URL" in err
 
 
+# Hostile servers and planted files: each ends in one line, with nothing written elsewhere,
+# nothing larger than the archive kept, and no transfer that goes on forever.
+
+@pytest.mark.parametrize("honour_range", [True, False])  # the server would append, or overwrite from byte 0
+def test_a_planted_part_symlink_is_refused_and_nothing_is_written_through_it(server, data_dir, tmp_path,
+                                                                               honour_range):
+    server.default = serve(honour_range=honour_range)
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"the user's own file\n")
+    data_dir.mkdir()
+    (data_dir / PART).symlink_to(victim)
+    with pytest.raises(DataError) as error:
+        _load(server.url())
+    _failed_cleanly(data_dir, error, f"refusing {data_dir / PART}", "symbolic link", str(victim), "remove it")
+    assert victim.read_bytes() == b"the user's own file\n"
+    assert not server.gets()  # refused before asking: nothing was received to write anywhere
+    assert sorted(p.name for p in data_dir.iterdir()) == [PART]  # the link is left for the user to look at
+
+
+def test_a_planted_lock_symlink_is_refused_and_creates_nothing(server, data_dir, tmp_path):
+    data_dir.mkdir()
+    (data_dir / (ARCHIVE + ".lock")).symlink_to(tmp_path / "created_by_the_victim")
+    with pytest.raises(DataError) as error:
+        _load(server.url())
+    _failed_cleanly(data_dir, error, "refusing", ".lock", "symbolic link")
+    assert not (tmp_path / "created_by_the_victim").exists() and not server.gets()
+
+
+@pytest.mark.parametrize("flags", [os.O_RDONLY, os.O_RDWR, os.O_WRONLY | os.O_CREAT])
+def test_open_no_follow_refuses_a_fifo_without_waiting_and_a_folder(tmp_path, flags):
+    os.mkfifo(tmp_path / "fifo")  # opening it plainly would wait for a writer (or reader) forever
+    (tmp_path / "folder").mkdir()
+    for name in ("fifo", "folder"):
+        try:
+            os.close(safe_open.open_no_follow(tmp_path / name, flags))
+        except safe_open.UnsafeFile as error:
+            assert "not a regular file" in str(error)
+        except IsADirectoryError:
+            assert name == "folder" and flags != os.O_RDONLY  # a folder cannot be opened for writing
+        else:
+            raise AssertionError(f"{name} was opened with flags {flags}")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user needs root")
+def test_another_users_part_file_is_refused(server, body, data_dir):
+    data_dir.mkdir()
+    (data_dir / PART).write_bytes(b"planted")
+    os.chown(data_dir / PART, 54321, -1)
+    with pytest.raises(DataError) as error:
+        _load(server.url())
+    _failed_cleanly(data_dir, error, f"refusing {data_dir / PART}", "another user (uid 54321)")
+    assert (data_dir / PART).read_bytes() == b"planted"
+
+
+def test_an_endless_body_stops_at_the_archive_size(server, body, data_dir):
+    server.default = endless()  # no Content-Length: only the archive's known size bounds it
+    with pytest.raises(DataError) as error:
+        _load(server.url())
+    _failed_cleanly(data_dir, error, server.url(), f"more than the {len(body):,} bytes", "part file was deleted")
+    assert list(data_dir.iterdir()) == []
+    assert len(server.gets()) == 1  # not retried: another attempt would get the same
+    # What the server could push into socket buffers before the client hung up, not 64 MB.
+    assert server.sent_after_body < 16 << 20
+
+
+def test_a_content_length_that_disagrees_is_refused_before_writing(server, body, data_dir):
+    data_dir.mkdir()
+    (data_dir / PART).write_bytes(body[:1000])  # an earlier run's start: kept as it is
+    server.default = announce(10**15)  # a 200 answer (Range ignored) announcing a petabyte
+    with pytest.raises(DataError) as error:
+        _load(server.url())
+    message = cifar_files.assert_one_line(error, "announces a file of 1,000,000,000,000,000 bytes",
+                                          f"this file has {len(body):,}", "--config.data_url=URL")
+    assert "MB more" not in message  # no space estimate from the server's claim
+    assert (data_dir / PART).read_bytes() == body[:1000] and not (data_dir / ARCHIVE).exists()
+
+
+def test_a_part_file_larger_than_the_archive_is_deleted_and_the_download_starts_over(server, body, data_dir,
+                                                                                       capsys):
+    data_dir.mkdir()
+    (data_dir / PART).write_bytes(b"j" * (len(body) + 1))  # e.g. junk an older version kept
+    _load(server.url())
+    (request,) = server.gets()
+    assert "Range" not in request[2]
+    assert (data_dir / ARCHIVE).read_bytes() == body
+    assert f"deleted {data_dir / PART}" in capsys.readouterr().err
+
+
+def test_a_slow_drip_server_is_ended_with_the_mirror_hint(server, data_dir, monkeypatch):
+    monkeypatch.setattr(fetch, "RATE_WINDOW_S", 0.5)
+    monkeypatch.setattr(fetch, "MAX_ETA_S", 60.0)  # the 0.2 MB at ~400 B/s would take ~10 min
+    server.script(drip(20, 0.05, for_s=5.0))  # then the whole file: today's code would finish it
+    start = time.monotonic()
+    with pytest.raises(DataError) as error:
+        _load(server.url())
+    assert time.monotonic() - start < 4.5  # ended by the rate rule, well before the drip stops
+    _failed_cleanly(data_dir, error, server.url(), "far too slow to finish", "bytes arrived in the last",
+                    "would take", "--config.data_url=URL", "CIFAR_JAX_DATA_URL=URL", f"{PART} keeps the")
+    assert len(server.gets()) == 1  # not retried: the same server would drip again
+
+
+def test_a_long_eta_is_hinted_also_without_a_content_length(server, monkeypatch, capsys):
+    monkeypatch.setattr(fetch, "SLOW_ETA_S", 0.0)
+    monkeypatch.setattr(fetch, "ETA_AFTER_S", 0.0)
+    server.default = serve(length=False)  # the ETA comes from the archive's known size
+    _load(server.url())
+    assert capsys.readouterr().err.count("Rather than wait") == 1
+
+
+def test_a_part_file_swapped_while_it_is_checked_never_gets_the_archives_name(server, body, data_dir):
+    def swap_then_pass(file):
+        (data_dir / PART).unlink()
+        (data_dir / PART).write_bytes(b"swapped in by someone else")
+        return None  # the bytes that were checked were right
+
+    wording = fetch.Wording(DataError, unwritable="", fatal=str, retry="", invalid="")
+    with pytest.raises(DataError) as error:
+        fetch.fetch_verified(server.url(), data_dir / ARCHIVE, timeout=10.0, verify=swap_then_pass,
+                             wording=wording, size=len(body))
+    cifar_files.assert_one_line(error, "was replaced while it was checked")
+    assert not (data_dir / ARCHIVE).exists()
+
+
 def _free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -249,30 +373,44 @@ def test_full_disk_before_the_transfer_names_the_space_needed(server, tmp_path, 
                         "--config.data_dir=DIR")
 
 
-def test_full_disk_during_the_transfer_keeps_the_part_file(server, tmp_path, monkeypatch):
-    server.default = serve(length=False)  # no Content-Length: the disk fills up mid-file
-    with disks.tiny_disk(tmp_path / "disk", "64k") as disk:
+def test_full_disk_during_the_transfer_keeps_only_what_can_be_the_archive(server, body, tmp_path, monkeypatch):
+    half = len(body) // 2
+    server.script(pause_after(half))  # the disk fills up (another process) while the transfer waits
+    with disks.tiny_disk(tmp_path / "disk", "1m") as disk:
         monkeypatch.setenv("CIFAR_JAX_DATA", str(disk))
+
+        def fill_then_release():
+            wait_for(lambda: (disk / PART).exists() and (disk / PART).stat().st_size == half, 60, "half the file")
+            disks.fill(disk)
+            server.release()
+
+        filler = threading.Thread(target=fill_then_release, daemon=True)
+        filler.start()
         with pytest.raises(DataError) as error:
             _load(server.url())
-        _failed_cleanly(disk, error, str(disk / PART), "No space left", "about 169 MB in all",
-                        "--config.data_dir=DIR", f"{PART} is kept")
-        assert (disk / PART).stat().st_size > 0
+        filler.join(60)
+        message = _failed_cleanly(disk, error, str(disk / PART), "No space left", "MB more", "--config.data_dir=DIR",
+                                  f"{PART} keeps the", "MB received", "checks the md5", "delete it to start over")
+        assert "is kept to resume from" not in message
+        assert 0 < (disk / PART).stat().st_size <= len(body)
+        assert (disk / PART).read_bytes() == body[:(disk / PART).stat().st_size]
 
 
 def test_unwritable_data_dir_names_the_path_and_the_space_needed(server, tmp_path):
     (tmp_path / "a_file").write_text("")
     with pytest.raises(DataError) as error:
         _load(server.url(), data_dir=str(tmp_path / "a_file" / "data"))
-    cifar_files.assert_one_line(error, str(tmp_path / "a_file" / "data"), "169 MB", "--config.data_dir=DIR")
+    cifar_files.assert_one_line(error, str(tmp_path / "a_file" / "data"), f"{len(server.body) / 1e6:.1f} MB",
+                                "--config.data_dir=DIR")
     assert not server.gets()
 
 
 def _child(args, stderr_path):
-    """tests/download_child.py (the prefetch command, with the test archive's md5) in a process."""
-    md5 = cifar_archive.VARIANTS["cifar100"].md5
+    """tests/download_child.py (the prefetch command, with the test archive's md5 and size) in a process."""
+    variant = cifar_archive.VARIANTS["cifar100"]
     env = {**os.environ, "PYTHONPATH": str(cifar_files.ROOT), "JAX_PLATFORMS": "cpu"}
-    return subprocess.Popen([sys.executable, str(cifar_files.ROOT / "tests" / "download_child.py"), md5, *args],
+    return subprocess.Popen([sys.executable, str(cifar_files.ROOT / "tests" / "download_child.py"), variant.md5,
+                             str(variant.size), *args],
                             stdout=subprocess.PIPE, stderr=open(stderr_path, "w"), text=True,
                             cwd=cifar_files.ROOT, env=env)
 
@@ -404,7 +542,8 @@ def test_train_command_downloads_then_trains(tmp_path, monkeypatch, capsys):
     path = cifar_files.write_cifar_archive(tmp_path / "source", "cifar10", cifar_files.random_cifar_split(rng, 512, 10),
                                            cifar_files.random_cifar_split(rng, 256, 10))
     variant = cifar_archive.VARIANTS["cifar10"]
-    monkeypatch.setitem(cifar_archive.VARIANTS, "cifar10", dataclasses.replace(variant, md5=md5_of(path)))
+    monkeypatch.setitem(cifar_archive.VARIANTS, "cifar10",
+                        dataclasses.replace(variant, md5=md5_of(path), size=path.stat().st_size))
     with FileServer(path.read_bytes(), "/" + variant.archive) as server:
         code = train.main(["--config", str(cifar_files.ROOT / "configs" / "smoke.py"), "--workdir",
                            str(tmp_path / "run"), "--config.dataset=cifar10", f"--config.data_url={server.url()}"])

@@ -235,10 +235,12 @@ def test_without_torch_the_error_says_how_to_install(monkeypatch, resnet18_file)
 
 
 def test_weight_file_names_are_torchvisions(tv):
-    """The table is torchvision's own: each name's url ends in the file name."""
+    """The table is torchvision's own: each name's url ends in the file name, and the size
+    that bounds its download is torchvision's."""
     for name, (arch, file_name) in torch_hub.WEIGHTS.items():
         enum, member = name.split(".")
         assert getattr(tv.models, enum)[member].url == torch_hub.BASE_URL + file_name
+        assert torch_hub.FILE_MIB[file_name] == getattr(tv.models, enum)[member].meta["_file_size"]
         assert arch in pretrained.models.imagenet.ARCHITECTURES
     for alias, name in torch_hub.DEFAULTS.items():
         enum = alias.split(".")[0]
@@ -273,7 +275,8 @@ def test_a_missing_weight_file_is_downloaded_and_checked(hub, monkeypatch):
         pretrained.load_torchvision("resnet18", "ResNet18_Weights.IMAGENET1K_V1", num_classes=10)
         pretrained.load_torchvision("resnet18", "ResNet18_Weights.IMAGENET1K_V1")  # now from the cache
         assert len(server.gets()) == 1
-    assert sorted(p.name for p in hub.folder.iterdir()) == [hub.file_name]  # no .part, no .lock
+    # No .part, no .lock; the marker that remembers the file's check.
+    assert sorted(p.name for p in hub.folder.iterdir()) == [hub.file_name, hub.file_name + torch_hub.VERIFIED_SUFFIX]
     assert (hub.folder / hub.file_name).read_bytes() == hub.body
 
 

@@ -73,7 +73,8 @@ def test_curves_follow_the_data(tmp_path):
 def test_curves_errors(tmp_path, capsys):
     with pytest.raises(CifarJaxError, match="metrics.jsonl is missing"):
         report.write_curves(tmp_path)
-    (tmp_path / "metrics.jsonl").write_text('{"epoch": 0}\nnot json\n')
+    # Damage before the last line (a torn last line is left out: tests/test_run_files.py).
+    (tmp_path / "metrics.jsonl").write_text('{"epoch": 0}\nnot json\n{"epoch": 1}\n')
     with pytest.raises(CifarJaxError, match="line 2 is not an epoch record"):
         report.write_curves(tmp_path)
     assert report.main(["--workdir", str(tmp_path / "none")]) == 2

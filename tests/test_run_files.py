@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from cifar_jax import checkpoint, run_dir, run_files, train
+from cifar_jax import checkpoint, report, run_dir, run_files, train
 from cifar_jax.config import parse_command_line
 from cifar_jax.errors import CifarJaxError
 from tests.conftest import REPO
@@ -87,3 +87,38 @@ def test_a_disk_full_during_training_loses_nothing(disk, monkeypatch, capsys):
     for filler in disk.glob("filler-*"):
         filler.unlink()
     run_dir.check_workdir(str(workdir), parse_command_line(_argv(workdir))[0])
+
+
+# metrics.jsonl after a crash: a torn last line is left out with a warning; other damage is named.
+
+def _metrics(workdir, text: bytes):
+    workdir.mkdir(exist_ok=True)
+    (workdir / run_dir.METRICS_FILE).write_bytes(text)
+    return workdir / run_dir.METRICS_FILE
+
+
+def test_a_torn_last_metrics_line_is_dropped_when_a_run_resumes(tmp_path):
+    file = _metrics(tmp_path / "run", b'{"epoch": 0, "test_acc": 0.1}\n{"epoch": 1, "test_acc": 0.2}\n{"epoch": 2, "te')
+    with pytest.warns(run_dir.MetricsWarning, match=r"metrics.jsonl line 3 is torn .*left out"):
+        run_dir.keep_metrics_before(tmp_path / "run", 2)
+    assert file.read_text() == '{"epoch": 0, "test_acc": 0.1}\n{"epoch": 1, "test_acc": 0.2}\n'
+    with pytest.warns(run_dir.MetricsWarning):  # the report reads such a file too (e.g. after the crash)
+        _metrics(tmp_path / "run", file.read_bytes() + b"\0\0\0")  # what a lost page can leave
+        assert [r["epoch"] for r in report.read_metrics(tmp_path / "run")] == [0, 1]
+
+
+def test_a_last_line_without_its_newline_is_kept_and_ended(tmp_path):
+    file = _metrics(tmp_path / "run", b'{"epoch": 0}\n{"epoch": 1}')
+    run_dir.keep_metrics_before(tmp_path / "run", 5)
+    assert file.read_text() == '{"epoch": 0}\n{"epoch": 1}\n'  # the next line is appended on a line of its own
+
+
+@pytest.mark.parametrize("damage", [b'{"epoch": 0}\n{"epo\n{"epoch": 1}\n', b'{"epoch": 0}\n[1, 2]\n{"epoch": 1}\n',
+                                    b'{"epoch": "0"}\n{"epoch": 1}\n', b'\xff\xfe\n{"epoch": 1}\n'])
+def test_damage_a_crash_cannot_leave_is_one_line_and_kept(tmp_path, damage):
+    file = _metrics(tmp_path / "run", damage)
+    with pytest.raises(CifarJaxError) as error:
+        run_dir.keep_metrics_before(tmp_path / "run", 1)
+    assert "\n" not in str(error.value) and f"{file} line " in str(error.value)
+    assert "is not an epoch record; the file is damaged" in str(error.value)
+    assert file.read_bytes() == damage

@@ -27,6 +27,12 @@ def test_epoch_order_is_a_padded_permutation():
     assert not np.array_equal(order[mask], np.asarray(other)[mask])
 
 
+def test_an_eval_batch_is_cut_to_the_examples_it_holds():
+    assert multistep.fitted_eval_batch(10**6, 256) == 256  # one batch either way, not a million padded rows
+    assert multistep.fitted_eval_batch(10**6, 250, devices=4) == 252  # still splits over the devices
+    assert multistep.fitted_eval_batch(128, 256) == 128
+
+
 @pytest.mark.parametrize(
     "steps, calls, expected",
     [(196, 8, 14), (196, 1, 196), (8, 8, 1), (24, 8, 3), (197, 8, 197), (10, 100, 1)],
@@ -99,6 +105,18 @@ def _error_of(argv, capsys):
         (["--config.batch_size=0"], "batch_size=0 must be a positive integer"),
         (["--config.weight_decay_mode=sgd"], "weight_decay_mode"),
         (["--config.dataset=imagenet"], "imagenet"),
+        # Out of range: each used to end in a traceback (optax, round(), jax.random.key, a 4 TB
+        # allocation that also left a workdir behind), or worked with a seed repeating another.
+        (["--config.learning_rate=1e999"], "learning_rate=inf must be a finite number"),
+        (["--config.width=1e999"], "width=inf must be a finite number"),
+        (["--config.width=100"], "width=100.0 must be at most 16"),
+        (["--config.seed=1180591620717411303424"], "seed=1180591620717411303424 must be an integer in 0..4,294,967,295"),
+        (["--config.seed=-1"], "seed=-1 must be an integer in 0..4,294,967,295"),
+        (["--config.synthetic_train_size=-5"], "synthetic_train_size=-5 must be a positive integer"),
+        (["--config.batch_size=1000000000000"], "batch_size=1000000000000 must be a positive integer of at most"),
+        (["--config.eval_batch_size=1000000000000"], "eval_batch_size=1000000000000 must be a positive integer of"),
+        (["--config.download_timeout=1e999"], "download_timeout=inf must be a finite number"),
+        (["--config.mean=(1e999, 0.5, 0.5)"], "mean=(inf, 0.5, 0.5) must hold 3 finite numbers"),
     ],
 )
 def test_bad_config_is_a_one_line_error_and_touches_nothing(tmp_path, capsys, overrides, expected):
@@ -106,6 +124,36 @@ def test_bad_config_is_a_one_line_error_and_touches_nothing(tmp_path, capsys, ov
     err = _error_of(["--config", str(REPO / "configs/smoke.py"), "--workdir", str(workdir), *overrides], capsys)
     assert expected in err
     assert not workdir.exists()
+
+
+def test_config_file_values_of_the_wrong_type_are_one_line():
+    """A config file builds its own ConfigDict: its values need not have the default's types."""
+    import ml_collections
+
+    from cifar_jax.config import validate_config
+    from cifar_jax.errors import ConfigError
+    from tests.cifar_files import assert_one_line, make_config
+
+    for key, value, expected in [("learning_rate", "1e-3", "learning_rate='1e-3' must be a finite number"),
+                                 ("num_epochs", 2.0, "num_epochs=2.0 must be a positive integer"),
+                                 ("seed", True, "seed=True must be an integer"),
+                                 ("std", (0.2, "x", 0.2), "must hold 3 finite numbers")]:
+        with pytest.raises(ConfigError) as error:
+            validate_config(ml_collections.ConfigDict({**make_config().to_dict(), key: value}))
+        assert_one_line(error, expected)
+
+
+def test_a_batch_larger_than_the_data_is_refused_and_leaves_no_folder(tmp_path, capsys):
+    """Found once the data is read (2 training images here), before anything is written: the
+    workdir this run created, with its missing parents, is gone again."""
+    folder = _image_folder(tmp_path / "images", ["cat", "dog"], ["cat", "dog"])
+    argv = ["--config", str(REPO / "configs/smoke.py"), "--workdir", str(tmp_path / "new" / "runs" / "run"),
+            "--config.dataset=image_folder", f"--config.data_dir={folder}", f"--config.cache_dir={tmp_path / 'cache'}",
+            "--config.num_classes=2"]
+    expected = "batch_size=64 is more than the 2 training images; set --config.batch_size to at most 2"
+    assert expected in _error_of(argv + ["--dry-run"], capsys)
+    assert expected in _error_of(argv, capsys)
+    assert not (tmp_path / "new").exists()
 
 
 def test_missing_config_file_and_workdir(tmp_path, capsys):

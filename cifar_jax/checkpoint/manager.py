@@ -198,8 +198,8 @@ def save(
     metrics: the epoch's numbers (JSON-able; `test_acc` ranks the best checkpoint).
     rngs: the run's RNG keys by name, e.g. {"augment": key, "data": key} (typed
         `jax.random.key` or raw `PRNGKey`); stored as key data and returned as they were.
-    data_order: JSON-able facts that fix the next epochs' data order besides the keys;
-        default {"seed": config.seed, "next_epoch": epoch + 1}. Returned unchanged by
+    data_order: a dict of JSON-able facts that fix the next epochs' data order besides the
+        keys; default {"seed": config.seed, "next_epoch": epoch + 1}. Returned unchanged by
         `restore_latest_for_resume`.
     class_names: stored for `cifar_jax.predict`.
     steps_per_epoch: default state.step // (epoch + 1); needed to rebuild the schedule.
@@ -218,6 +218,8 @@ def save(
         return False
     if not rngs:
         raise ValueError("save() needs the run's RNG keys, e.g. rngs={'augment': key}")
+    if data_order is not None and not isinstance(data_order, dict):
+        raise ValueError("save() takes data_order as a dict (its meta schema; cifar_jax.checkpoint.restoring)")
     if steps_per_epoch is None and step % (epoch + 1) == 0:
         steps_per_epoch = step // (epoch + 1)
     keys = {str(name): _key_data(key) for name, key in rngs.items()}

@@ -7,7 +7,9 @@ recorded in its meta, differ from what the caller expects."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import pathlib
+import re
 import shutil
 import warnings
 from typing import Any, Optional
@@ -39,7 +41,8 @@ class Resume:
 
 
 def _read_meta(manager, step: int) -> dict:
-    """The step's `meta` item, checked; DamagedCheckpoint if a piece is missing."""
+    """The step's `meta` item, checked against its schema (meta_problem); DamagedCheckpoint
+    if a piece is missing or the meta is not what `save` writes."""
     folder = pathlib.Path(manager.directory) / str(step)
     for piece in [*ARRAY_ITEMS, META_ITEM, *(f"{item}/_METADATA" for item in ARRAY_ITEMS)]:
         if not (folder / piece).exists():
@@ -48,12 +51,64 @@ def _read_meta(manager, step: int) -> dict:
         meta = manager.restore(step, args=ocp.args.Composite(**{META_ITEM: MetaRestore()}))[META_ITEM]
     except Exception as error:  # Orbax/JSON errors vary by version: all mean unreadable
         raise DamagedCheckpoint(step, folder, f"meta item unreadable ({one_line(error)})") from None
-    if not isinstance(meta, dict) or not {"format", "epoch", "step", "metrics", "data_order"} <= set(meta):
-        raise DamagedCheckpoint(step, folder, "meta item lacks epoch/step/metrics/data_order")
-    if meta["format"] != FORMAT_VERSION:
+    if isinstance(meta, dict) and meta.get("format", FORMAT_VERSION) != FORMAT_VERSION and _is_int(meta["format"]):
         raise CifarJaxError(f"checkpoint step {step} has format {meta['format']}, this cifar_jax "
                             f"reads format {FORMAT_VERSION}; use the cifar_jax version that wrote it")
+    problem = meta_problem(meta)
+    if problem is not None:
+        raise DamagedCheckpoint(step, folder, f"its meta item {problem}")
     return meta
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+# key -> (check, what it must be); the keys `save` always writes. steps_per_epoch, class_names
+# and config may be null (unknown, or absent in checkpoints of older versions).
+_META_SCHEMA = {
+    "format": (_is_int, "an integer"),
+    "epoch": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "step": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "metrics": (lambda v: isinstance(v, dict), "an object"),
+    "data_order": (lambda v: isinstance(v, dict), "an object"),
+    "checksums": (lambda v: isinstance(v, dict) and all(isinstance(v.get(item), str) and _SHA256.fullmatch(v[item])
+                                                         for item in ARRAY_ITEMS),
+                  f"SHA-256 digests of {', '.join(ARRAY_ITEMS)}"),
+}
+_OPTIONAL_META = {
+    "next_epoch": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "steps_per_epoch": (lambda v: v is None or (_is_int(v) and v >= 1), "null or an integer >= 1"),
+    "rng_impls": (lambda v: isinstance(v, dict) and all(x is None or isinstance(x, str) for x in v.values()),
+                  "an object of PRNG implementation names"),
+    "image_shape": (lambda v: isinstance(v, list) and all(_is_int(x) and x > 0 for x in v), "a list of sizes"),
+    "class_names": (lambda v: v is None or (isinstance(v, list) and all(isinstance(x, str) for x in v)),
+                    "null or a list of names"),
+    "config": (lambda v: v is None or isinstance(v, dict), "null or an object"),
+}
+
+
+def meta_problem(meta) -> Optional[str]:
+    """What is wrong with a checkpoint's meta item (as "has epoch null, not an integer >= 0"),
+    or None if it has every key `save` writes, with values of the right types. Every
+    checkpoint of this format has checksums: one without them is damaged, not exempt."""
+    if not isinstance(meta, dict):
+        return f"is a {type(meta).__name__}, not an object"
+    for key, (check, wanted) in _META_SCHEMA.items():
+        if key not in meta:
+            return f"lacks {key}"
+        if not check(meta[key]):
+            return f"has {key} {_shown(meta[key])}, not {wanted}"
+    for key, (check, wanted) in _OPTIONAL_META.items():
+        if key in meta and not check(meta[key]):
+            return f"has {key} {_shown(meta[key])}, not {wanted}"
+    return None
+
+
+def _shown(value) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _shapes(item: str, tree) -> dict[str, tuple]:
@@ -133,9 +188,8 @@ def _restore_step(manager, step: int, targets: dict, where: str,
         restored = manager.restore(step, args=ocp.args.Composite(**args))
     except Exception as error:  # truncated or deleted array files, broken manifests, ...
         raise DamagedCheckpoint(step, folder, one_line(error)) from None
-    checksums = meta.get("checksums") or {}  # absent in checkpoints of older versions
-    for item in targets:
-        if item in checksums and digest(restored[item]) != checksums[item]:
+    for item in targets:  # _read_meta made sure that every item has its digest
+        if digest(restored[item]) != meta["checksums"][item]:
             raise DamagedCheckpoint(step, folder, f"the {item} arrays do not match the checksum saved "
                                                   "with them (their files were altered or corrupted)")
     return {item: restored[item] for item in targets}, meta
@@ -174,6 +228,7 @@ def restore_latest_for_resume(checkpoints: RunCheckpoints, template_state) -> Op
         try:
             items, meta = _restore_step(manager, step, _state_targets(template_state),
                                         "the config of this run", checkpoints.config)
+            rngs = _typed_keys(manager, step, items["train"]["rngs"], meta.get("rng_impls") or {})
         except (DamagedCheckpoint, ForeignCheckpoint) as error:
             skipped.append(error)
             continue
@@ -185,10 +240,7 @@ def restore_latest_for_resume(checkpoints: RunCheckpoints, template_state) -> Op
         if skipped:
             hosts.sync("cifar_jax: skipped checkpoints moved aside")
             manager.reload()
-        impls = meta.get("rng_impls") or {}
-        rngs = {name: jax.random.wrap_key_data(data, impl=impls[name]) if impls.get(name) else data
-                for name, data in items["train"]["rngs"].items()}
-        return Resume(_with_restored(template_state, items), rngs, int(meta["epoch"]) + 1, int(meta["step"]),
+        return Resume(_with_restored(template_state, items), rngs, meta["epoch"] + 1, meta["step"],
                       meta["data_order"], meta["metrics"])
     if skipped and all(isinstance(bad, ForeignCheckpoint) for bad in skipped):
         raise skipped[0]  # every checkpoint disagrees: the config changed, nothing is damaged
@@ -203,6 +255,17 @@ def restore_latest_for_resume(checkpoints: RunCheckpoints, template_state) -> Op
             f"delete that folder to train from scratch, or use a new --workdir"
         )
     return None
+
+
+def _typed_keys(manager, step: int, rngs: dict, impls: dict) -> dict:
+    """The saved key data as typed keys of the PRNG implementation recorded for each (raw
+    uint32 keys where none is); DamagedCheckpoint for an unknown name or a mismatched shape."""
+    try:
+        return {name: jax.random.wrap_key_data(data, impl=impls[name]) if impls.get(name) else data
+                for name, data in rngs.items()}
+    except (ValueError, TypeError, KeyError) as error:
+        raise DamagedCheckpoint(step, pathlib.Path(manager.directory) / str(step),
+                                f"its RNG keys do not fit the recorded implementations ({one_line(error)})") from None
 
 
 def _move_aside(directory: pathlib.Path, step: int, folder_name: str) -> pathlib.Path:

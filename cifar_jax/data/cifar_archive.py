@@ -29,7 +29,7 @@ class CifarVariant:
     meta_member: str
     names_key: bytes
     labels_key: bytes
-    size: int  # bytes of the official archive: for messages about time and space (md5 is the check)
+    size: int  # bytes of the official archive: a download writes no more and refuses another size (md5 checks)
 
     @property
     def url(self) -> str:

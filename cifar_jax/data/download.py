@@ -11,9 +11,9 @@ import os
 import pathlib
 import urllib.parse
 
-from cifar_jax.data.cifar_archive import CifarVariant, find_cifar, md5_of
-from cifar_jax.data.fetch import Wording, fetch_verified
-from cifar_jax.data.http_transfer import DiskProblem, NoConnection, TransferError
+from cifar_jax.data.cifar_archive import CifarVariant, find_cifar
+from cifar_jax.data.fetch import Wording, digest_of, fetch_verified
+from cifar_jax.data.http_transfer import DiskProblem, NoConnection, TooSlow, TransferError
 from cifar_jax.errors import DataError
 
 DATA_DIR_ENV = "CIFAR_JAX_DATA"
@@ -73,29 +73,40 @@ def fetch_cifar(variant: CifarVariant, data_dir: pathlib.Path, url: str, timeout
     """The archive or extracted folder of `variant` in `data_dir`; when neither is there, the
     archive is downloaded from `url` first (or, while another process downloads it, awaited)."""
     archive = data_dir / variant.archive
+    part = data_dir / f"{variant.archive}.part"
     elsewhere = f"fetch {variant.archive} elsewhere and put it at {archive}"
+
+    def kept() -> str:
+        """What the part file holds now: never more than the archive's size (the transfer stops there)."""
+        size = part.lstat().st_size if part.is_file() and not part.is_symlink() else 0
+        return (f"{part.name} keeps the {size / 1e6:.1f} MB received: the next run resumes from it and checks "
+                "the md5 at the end (delete it to start over)" if size else "nothing was kept")
 
     def fatal(error: TransferError) -> str:
         if isinstance(error, NoConnection):
             return f"cannot connect to {url} ({error}); offline? {elsewhere}, or {options.mirror_hint}"
         if isinstance(error, DiskProblem):
+            # needed_bytes comes from the archive's known size (a server's other claims are refused)
             needed = (f"{error.needed_bytes / 1e6:.1f} MB more" if error.needed_bytes is not None
-                      else f"about {variant.size / 1e6:.0f} MB in all")
+                      else f"{variant.size / 1e6:.1f} MB in all")
             return (f"{error}: the download needs {needed}; free space there, or {options.data_dir_hint} on a "
-                    f"disk with room; {variant.archive}.part is kept to resume from")
+                    f"disk with room; {kept()}")
+        if isinstance(error, TooSlow):
+            return (f"downloading {url} is far too slow to finish: {error}; {options.mirror_hint}, or {elsewhere}; "
+                    f"{kept()}")
         return f"downloading {url} failed: {error}; check the URL ({options.mirror_hint}), or {elsewhere}"
 
-    def verify(path: pathlib.Path) -> str | None:
-        actual = md5_of(path)
+    def verify(file) -> str | None:
+        actual = digest_of(file, "md5")
         return None if actual == variant.md5 else (f"has md5 {actual}, expected {variant.md5} (the official "
                                                    f"{variant.archive})")
 
     wording = Wording(
         DownloadError, fatal=fatal, retry=f"{options.mirror_hint}, or {elsewhere}",
-        unwritable=(f"; {variant.archive} needs a writable folder with {variant.size / 1e6:.0f} MB free: "
+        unwritable=(f"; {variant.archive} needs a writable folder with {variant.size / 1e6:.1f} MB free: "
                     f"{options.data_dir_hint}"),
         invalid=f"Check the mirror, or fetch the official file elsewhere and put it at {archive}",
         slow=(f"stop with Ctrl-C (what arrived is kept) and {options.mirror_hint} (md5-checked, resumed from "
               f"here), or {elsewhere}"))
     return fetch_verified(url, archive, timeout=timeout, verify=verify, wording=wording,
-                          found=lambda: find_cifar(variant, data_dir))
+                          found=lambda: find_cifar(variant, data_dir), size=variant.size)

@@ -5,6 +5,11 @@ top-level folder, as archiving a folder adds, is allowed). Classes are the class
 sorted by name. Images are decoded once with Pillow (see pixels.py: RGB, 32x32 BILINEAR)
 and the arrays cached as .npz, keyed by the source's path, sizes and mtimes, so editing,
 adding or removing an image (or replacing the archive) decodes again.
+
+Sizes are bounded before anything is read: an image file larger than MAX_IMAGE_BYTES is
+refused, naming it, and so is an archive whose images add up to more than
+archive_budget_bytes() (an archive's images are held in memory together while they are
+decoded; a folder's are read one at a time). Link members of an archive are skipped.
 """
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ import multiprocessing
 import os
 import pathlib
 import re
+import stat
 import tarfile
 import tempfile
 import warnings
@@ -37,6 +43,19 @@ _CACHE_VERSION = 1  # bump when decoding changes, so old caches are not reused
 _PARALLEL_MIN_IMAGES = 4096  # below this, starting worker processes costs more than it saves
 _MIN_WORKERS = 4
 _CHUNK = 2048
+# No image file Pillow decodes without its decompression-bomb warning needs more than this:
+# 4 bytes (uncompressed RGBA) for each of its MAX_IMAGE_PIXELS pixels, about 358 MB.
+MAX_IMAGE_BYTES = Image.MAX_IMAGE_PIXELS * 4
+MEMORY_SHARE = 0.5  # the part of the machine's memory an archive's images may take together
+
+
+def archive_budget_bytes() -> int:
+    """How many bytes of images an archive may hold: MEMORY_SHARE of the machine's memory."""
+    try:
+        physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not a POSIX system that says
+        physical = 16 << 30
+    return int(physical * MEMORY_SHARE)
 
 
 def load_image_folder(path: str, cache_dir: str = "") -> Dataset:
@@ -67,13 +86,16 @@ def load_image_folder(path: str, cache_dir: str = "") -> Dataset:
 
 def decode_image(data: bytes, name: str) -> np.ndarray:
     """One encoded image -> (32, 32, 3) uint8; DataError naming `name` if it cannot be read."""
+    buffer = io.BytesIO(data)
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with Image.open(buffer) as image:
             return to_rgb32(image)
+    except Image.UnidentifiedImageError:
+        problem = "not an image format Pillow reads"
     except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError... for bad files
-        reason = " ".join(str(e).split())
-        raise DataError(f"cannot read image {name} ({type(e).__name__}: {reason}); "
-                        "delete or replace that file") from None
+        reason = " ".join(str(e).split()).replace(repr(buffer), "the file")
+        problem = f"{type(e).__name__}: {reason}"
+    raise DataError(f"cannot read image {name} ({problem}); delete or replace that file")
 
 
 def _parts(name: str) -> tuple[str, ...] | None:
@@ -101,7 +123,7 @@ def _list_folder(root):
 
 
 def _read_tar(archive):
-    files = {}
+    files, budget = {}, _Budget(archive)
     try:
         # A big buffer over the gzip stream and plain reads at each member's offset (tarfile
         # seeks back to the next header itself) read many small files ~2x faster than
@@ -110,6 +132,8 @@ def _read_tar(archive):
         with raw, tarfile.open(fileobj=raw, mode="r:") as tar:
             for info in tar:
                 parts = _parts(info.name)
+                if parts and info.isreg():
+                    budget.take(info.name, info.size)
                 if parts and info.isreg() and info.issparse():
                     files[parts] = tar.extractfile(info).read()
                 elif parts and info.isreg():
@@ -131,13 +155,44 @@ def _open_maybe_gzip(archive):
 
 
 def _read_zip(archive):
+    files, budget = {}, _Budget(archive)
     try:
         with zipfile.ZipFile(archive) as zf:
-            return {parts: zf.read(info) for info in zf.infolist()
-                    if not info.is_dir() and (parts := _parts(info.filename))}
+            for info in zf.infolist():
+                parts = _parts(info.filename)
+                if parts and not info.is_dir() and not _is_zip_link(info):  # links are skipped, as in a tar
+                    budget.take(info.filename, info.file_size)
+                    files[parts] = zf.read(info)  # zipfile stops at file_size and checks the CRC
+        return files
     except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as e:
         raise DataError(f"{archive} is not a readable zip archive ({e}); it is truncated or "
                         "corrupt: create or download it again") from None
+
+
+def _is_zip_link(info: zipfile.ZipInfo) -> bool:
+    return stat.S_ISLNK(info.external_attr >> 16)  # Unix mode bits, where the archiver stored them
+
+
+class _Budget:
+    """The bounds on one archive's image members, checked from their headers before reading."""
+
+    def __init__(self, archive):
+        self.archive, self.total, self.limit = archive, 0, archive_budget_bytes()
+
+    def take(self, name: str, size: int) -> None:
+        _check_image_size(f"{self.archive}:{name}", size)
+        self.total += size
+        if self.total > self.limit:
+            raise DataError(f"{self.archive}: its images add up to more than {self.limit / 1e9:.1f} GB (at "
+                            f"{name}), more than {MEMORY_SHARE:.0%} of this machine's memory, and an archive's "
+                            "images are read into memory together; extract it and point --config.data_dir at "
+                            "the folder (read one image at a time)")
+
+
+def _check_image_size(name: str, size: int) -> None:
+    if size > MAX_IMAGE_BYTES:
+        raise DataError(f"{name} is {size / 1e6:,.0f} MB, more than any image needs ({MAX_IMAGE_BYTES / 1e6:.0f} MB: "
+                        f"4 bytes for each of Pillow's {Image.MAX_IMAGE_PIXELS:,} pixels); remove or shrink that file")
 
 
 def _select(source, files):
@@ -193,11 +248,16 @@ def _usable_cpus():
 
 
 def _decode_chunk(items):
-    return np.stack([decode_image(_bytes(data), name) for name, data in items])
+    return np.stack([decode_image(_bytes(data, name), name) for name, data in items])
 
 
-def _bytes(data):
-    return data.read_bytes() if isinstance(data, pathlib.Path) else data
+def _bytes(data, name):
+    if not isinstance(data, pathlib.Path):
+        return data
+    with open(data, "rb") as file:
+        content = file.read(MAX_IMAGE_BYTES + 1)  # never more, whatever the file grew to since it was listed
+    _check_image_size(name, len(content))
+    return content
 
 
 def _cache_file(source, stamp, cache_dir):
