@@ -44,9 +44,13 @@ def check_divisible(batch_size: int, mesh: Optional[Mesh], key: str) -> None:
 
 
 def replicate(tree, mesh: Optional[Mesh]):
-    """Places every array of `tree` whole on every device of `mesh` (or leaves it be)."""
+    """Places every array of `tree` whole on every device of `mesh` (or on the one device)."""
     if mesh is None:
-        return jax.device_put(tree)
+        # Committed to the device, whatever the arrays were: a fresh state is not, a state
+        # restored from a checkpoint is, and the compiled steps of the two would differ (in
+        # their sharding annotations), so a resumed run would miss the XLA cache and compile
+        # its steps again.
+        return jax.device_put(tree, jax.devices()[0])
     return hosts.to_global(tree, NamedSharding(mesh, PartitionSpec()))
 
 

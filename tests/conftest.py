@@ -1,5 +1,5 @@
-"""Shared test setup: CPU only, and a persistent XLA cache so that identical train
-steps compiled by several tests (and by CLI subprocesses) compile once per session."""
+"""Shared test setup: CPU only, and a persistent XLA cache for this run so that identical
+train steps compiled by several tests (and by CLI subprocesses) compile once per run."""
 import atexit
 import os
 import pathlib
@@ -21,14 +21,17 @@ for _name in ("JAX_NUM_PROCESSES", "JAX_PROCESS_ID", "JAX_COORDINATOR_ADDRESS"):
     os.environ.pop(_name, None)
 # Nothing a test runs writes into the user's home: image_folder's default cache
 # (cifar_jax.data.image_folder: $XDG_CACHE_HOME/cifar_jax) goes to a folder of this session,
-# matplotlib's font cache next to the XLA cache below (kept: building it takes seconds).
+# matplotlib's font cache in the system temp folder (kept between runs: building it takes seconds).
 # Subprocesses inherit both.
 _SESSION = pathlib.Path(tempfile.mkdtemp(prefix="cifar_jax_tests_"))
 atexit.register(shutil.rmtree, _SESSION, ignore_errors=True)
 os.environ["XDG_CACHE_HOME"] = str(_SESSION / "cache")
 os.environ.setdefault("MPLCONFIGDIR", str(pathlib.Path(tempfile.gettempdir()) / "cifar_jax_test_matplotlib"))
-_CACHE = pathlib.Path(tempfile.gettempdir()) / "cifar_jax_test_xla_cache"
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(_CACHE))
+# One persistent compilation cache per test run, new and empty (unless the shell exports
+# JAX_COMPILATION_CACHE_DIR): a program is compiled once per run and reused by every test
+# that builds it again, in this process and in the CLI subprocesses (which inherit it), but a
+# second run starts cold, as a newcomer's first run and CI's do (docs/testing.md).
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(_SESSION / "xla_cache"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
@@ -53,3 +56,38 @@ def smoke_config():
     from cifar_jax.config import load_config_file
 
     return load_config_file(str(REPO / "configs" / "smoke.py"))
+
+
+class TrainStepsSpy:
+    """multistep.train_steps, recording each call's (steps, batch) shape and metrics."""
+
+    def __init__(self, real):
+        self.real, self.calls = real, []
+
+    def __call__(self, state, images, labels, order, mask, *args, **kwargs):
+        state, metrics = self.real(state, images, labels, order, mask, *args, **kwargs)
+        self.calls.append({"shape": tuple(order.shape), "metrics": jax.device_get(metrics)})
+        return state, metrics
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """One uninterrupted run of configs/smoke.py through train_and_evaluate (3 epochs of 8
+    steps over 250 images, the last batch of each 26 real and 6 padding; checkpoints at steps
+    8, 16, 24), shared by every test that needs a finished run. Its `calls` are the
+    train_steps calls' shapes and metrics. Tests must not change it: copy the workdir
+    (`shutil.copytree`) to resume, damage or extend it. Its compiled steps are the ones every
+    smoke run of the suite, in-process or CLI subprocess, reuses (one XLA cache per run)."""
+    import types
+
+    from cifar_jax import multistep
+    from cifar_jax.config import load_config_file
+    from cifar_jax.train import train_and_evaluate
+
+    config = load_config_file(str(REPO / "configs" / "smoke.py"))
+    workdir = tmp_path_factory.mktemp("smoke_run") / "run"
+    spy = TrainStepsSpy(multistep.train_steps)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(multistep, "train_steps", spy)
+        state = jax.device_get(train_and_evaluate(config, str(workdir)))
+    return types.SimpleNamespace(config=config, workdir=workdir, state=state, calls=spy.calls)

@@ -1,3 +1,11 @@
+"""The train and eval steps: padding and masking, the scanned multi-step call, the learning
+rate, augmentation on and off, inference mode.
+
+Every step here runs the smoke config's state (tests/checkpoint_runs.smoke_state) on a batch
+of its batch size (32), so the compiled programs are the ones the README example and the
+training loop's tests compile too (one XLA cache per test run): a train step on a batch
+without a mask (the README's), and the scanned call of two steps over the smoke data set
+(the loop's, with --config.progress_updates=4, as a GPU runs it)."""
 import dataclasses
 
 import jax
@@ -6,15 +14,19 @@ import numpy as np
 import optax
 import pytest
 
-from cifar_jax.augment import normalize
 from cifar_jax import multistep
-from cifar_jax.steps import create_train_state, eval_step, train_step
+from cifar_jax.augment import normalize
+from cifar_jax.data import load_dataset
+from cifar_jax.steps import eval_step, train_step
+from tests.checkpoint_runs import smoke_config, smoke_state
 from tests.compiles import count_compilations
+
+BATCH = 32  # configs/smoke.py's batch_size
 
 
 @pytest.fixture
-def state(smoke_config):
-    return create_train_state(jax.random.key(0), smoke_config, steps_per_epoch=8)
+def state():
+    return smoke_state()
 
 
 def _constant_images(n, seed=0):
@@ -29,12 +41,12 @@ def test_padded_masked_batch_equals_the_short_batch(state):
     # step is only the gradient's sign, and would hide a contaminated gradient).
     sgd = optax.inject_hyperparams(optax.sgd)(learning_rate=1.0)
     state = state.replace(tx=sgd, opt_state=sgd.init(state.params))
-    images, labels = _constant_images(8), np.arange(8) % 10
+    images, labels = _constant_images(BATCH), np.arange(BATCH) % 10
     short = {"image": jnp.asarray(images[:5]), "label": jnp.asarray(labels[:5])}
     padded = {
         "image": jnp.asarray(images),
         "label": jnp.asarray(labels),
-        "mask": jnp.arange(8) < 5,
+        "mask": jnp.arange(BATCH) < 5,
     }
     rng = jax.random.key(7)
     # Full float32 convolutions: on GPUs the default (TF32) rounds differently for the two
@@ -56,23 +68,26 @@ def test_padded_masked_batch_equals_the_short_batch(state):
 
 
 def test_scanned_steps_equal_single_steps_and_compile_once(state):
-    images = jnp.asarray(np.random.default_rng(3).integers(0, 256, (100, 32, 32, 3), dtype=np.uint8))
-    labels = jnp.arange(100) % 10
+    data = load_dataset(smoke_config())
+    images, labels = jnp.asarray(data.train_images), jnp.asarray(data.train_labels)
     rng = jax.random.key(0)
-    # Two epochs of 100 examples in batches of 64: the second batch is short (36 real).
-    order, mask = multistep.epoch_order(jax.random.key(5), 0, 100, 64)
-    assert mask.sum(axis=1).tolist() == [64, 36]
+    # The last two batches of an epoch of the 250 smoke images: 32 real, then 26 real of 32.
+    order, mask = multistep.epoch_order(jax.random.key(5), 0, 250, BATCH)
+    order, mask = order[-2:], mask[-2:]
+    assert mask.sum(axis=1).tolist() == [32, 26]
     expected, expected_metrics = state, []
     for indices, batch_mask in zip(order, mask):
         batch = {"image": images[indices], "label": labels[indices], "mask": batch_mask}
         expected, metrics = train_step(expected, batch, rng)
         expected_metrics.append(jax.device_get(metrics))
+    # Placed as the training loop places them (committed to the device): the same program.
+    placed = multistep.replicate((jax.tree.map(jnp.copy, state), images, labels, order, mask, rng), None)
     with count_compilations() as compiled:
-        scanned, metrics = multistep.train_steps(jax.tree.map(jnp.copy, state), images, labels, order, mask, rng)
+        scanned, metrics = multistep.train_steps(*placed)
     # Exactly defined: the shapes and counts, and the first step, taken from the same state
     # on the same batch (a forward and backward pass; the scan body and the lone step are
     # different XLA programs, so "equal" means to a few float32 ulps, not bit for bit).
-    assert metrics["count"].tolist() == [64, 36] and metrics["loss"].shape == (2,)
+    assert metrics["count"].tolist() == [32, 26] and metrics["loss"].shape == (2,)
     assert jax.tree.structure(scanned) == jax.tree.structure(expected)
     for a, b in zip(jax.tree.leaves(scanned), jax.tree.leaves(expected)):
         assert a.shape == b.shape and a.dtype == b.dtype
@@ -84,8 +99,8 @@ def test_scanned_steps_equal_single_steps_and_compile_once(state):
     # another; a real bug is far outside 1e-4: the padding mask ignored changes it by 1e-1,
     # another augmentation key by 6e-2.
     np.testing.assert_allclose(metrics["loss"][1], expected_metrics[1]["loss"], rtol=1e-4)
-    # Accuracy counts argmaxes: allow one of the 36 to flip on a near-tie.
-    np.testing.assert_allclose(metrics["accuracy"][1], expected_metrics[1]["accuracy"], atol=1.01 / 36)
+    # Accuracy counts argmaxes: allow one of the 26 to flip on a near-tie.
+    np.testing.assert_allclose(metrics["accuracy"][1], expected_metrics[1]["accuracy"], atol=1.01 / 26)
     # BatchNorm statistics after both steps: the second step's forward pass runs on the
     # first step's weights, which agree to float32 precision, so the statistics do too:
     # measured 2.4e-6 at most (of values up to 0.97). Bound 2e-4: a conv bias ahead of a
@@ -103,18 +118,18 @@ def test_scanned_steps_equal_single_steps_and_compile_once(state):
     b = np.concatenate([np.ravel(x) for x in jax.tree.leaves(expected.params)])
     np.testing.assert_allclose(a, b, atol=2 * 2 * 1e-2 / 25)
     # Another epoch (a new order, the same shapes) reuses the compiled call.
-    order, mask = multistep.epoch_order(jax.random.key(5), 1, 100, 64)
+    order, mask = multistep.replicate(multistep.epoch_order(jax.random.key(5), 1, 250, BATCH), None)
     with count_compilations() as compiled_again:
-        scanned, _ = multistep.train_steps(scanned, images, labels, order, mask, rng)
+        scanned, _ = multistep.train_steps(scanned, *placed[1:3], order[:2], mask[:2], placed[-1])
     assert compiled["train_steps"] == 1 and compiled_again["train_steps"] == 0
     assert int(scanned.step) == 4
 
 
-def test_train_step_updates_state_and_reports_lr(state, smoke_config):
-    batch = {"image": jnp.asarray(_constant_images(16)), "label": jnp.arange(16) % 10}
+def test_train_step_updates_state_and_reports_lr(state):
+    batch = {"image": jnp.asarray(_constant_images(BATCH)), "label": jnp.arange(BATCH) % 10}
     new, metrics = train_step(state, batch, jax.random.key(0))
     assert int(new.step) == 1
-    assert float(metrics["learning_rate"]) == pytest.approx(smoke_config.learning_rate / 25, rel=1e-5)
+    assert float(metrics["learning_rate"]) == pytest.approx(smoke_config().learning_rate / 25, rel=1e-5)
     assert np.isfinite(float(metrics["loss"]))
     changed = [not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(new.params), jax.tree.leaves(state.params))]
     assert all(changed)
@@ -122,8 +137,8 @@ def test_train_step_updates_state_and_reports_lr(state, smoke_config):
 
 def test_eval_step_sees_no_augmentation(state):
     rng = np.random.default_rng(1)
-    images = rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
-    labels = rng.integers(0, 10, 16)
+    images = rng.integers(0, 256, (BATCH, 32, 32, 3), dtype=np.uint8)
+    labels = rng.integers(0, 10, BATCH)
     metrics = eval_step(state, {"image": jnp.asarray(images), "label": jnp.asarray(labels)})
     logits = state.apply_fn(
         {"params": state.params, "batch_stats": state.batch_stats},
@@ -133,7 +148,7 @@ def test_eval_step_sees_no_augmentation(state):
     expected = np.mean(np.argmax(np.asarray(logits), -1) == labels)
     assert float(metrics["accuracy"]) == pytest.approx(expected)
     log_probs = jax.nn.log_softmax(logits)
-    assert float(metrics["loss"]) == pytest.approx(float(-jnp.mean(log_probs[jnp.arange(16), labels])), rel=1e-5)
+    assert float(metrics["loss"]) == pytest.approx(float(-jnp.mean(log_probs[jnp.arange(BATCH), labels])), rel=1e-5)
     # Deterministic: the same batch twice gives the same numbers.
     again = eval_step(state, {"image": jnp.asarray(images), "label": jnp.asarray(labels)})
     assert float(again["loss"]) == float(metrics["loss"])
@@ -153,8 +168,8 @@ def test_eval_batches_count_only_real_examples(state):
 def test_augment_switch_turns_crop_and_flip_off(state):
     rng = np.random.default_rng(2)
     batch = {
-        "image": jnp.asarray(rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)),
-        "label": jnp.asarray(rng.integers(0, 10, 16)),
+        "image": jnp.asarray(rng.integers(0, 256, (BATCH, 32, 32, 3), dtype=np.uint8)),
+        "label": jnp.asarray(rng.integers(0, 10, BATCH)),
     }
     plain = state.replace(step_config=dataclasses.replace(state.step_config, augment=False))
     # Without augmentation the step's input no longer depends on the key.
