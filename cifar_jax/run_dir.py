@@ -8,9 +8,9 @@ import pathlib
 from cifar_jax import run_files
 from cifar_jax.config import training_changes
 from cifar_jax.errors import CifarJaxError
+from cifar_jax.run_layout import CONFIG_FILE, METRICS_FILE
 
-CONFIG_FILE = "config.json"  # the resolved config of the run
-METRICS_FILE = "metrics.jsonl"  # one JSON object per finished epoch
+__all__ = ["CONFIG_FILE", "METRICS_FILE", "check_workdir", "keep_metrics_before"]
 
 
 def check_workdir(workdir: str, config) -> pathlib.Path:
