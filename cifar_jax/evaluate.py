@@ -23,10 +23,18 @@ from cifar_jax import checkpoint
 from cifar_jax.augment import model_input
 from cifar_jax.cli_common import ArgumentParser, quiet_orbax
 from cifar_jax.errors import CifarJaxError
+from cifar_jax.invocation import command
 # The loop's fixed-size padded batching (one compiled shape for every batch).
 from cifar_jax.multistep import pad_to_batches
 from cifar_jax.models import parameter_summary
 from cifar_jax.steps import create_model
+
+DESCRIPTION = (
+    "Evaluate a checkpoint of the run in --workdir (default: its latest) on the test split of "
+    "that run's dataset, with the config the run saved: top-1 and top-5 accuracy, loss, per-class "
+    "accuracy, the parameter count and the size of the saved parameters; writes the confusion "
+    "figure to the workdir. With --torch-weights, evaluates a PyTorch state_dict of the seed's "
+    "ResNet9 instead.")
 
 
 @functools.partial(jax.jit, static_argnames=("model", "mean", "std", "image_size"))
@@ -165,7 +173,7 @@ def format_report(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = ArgumentParser(prog="python -m cifar_jax.evaluate", description=__doc__.splitlines()[2])
+    parser = ArgumentParser(prog=command("evaluate"), description=DESCRIPTION)
     parser.add_argument("--workdir", help="the --workdir of a training run")
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--step", type=int, help="the train step of a checkpoint (default: latest)")

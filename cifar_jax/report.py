@@ -17,11 +17,9 @@ import numpy as np
 
 from cifar_jax.cli_common import ArgumentParser
 from cifar_jax.errors import CifarJaxError
-from cifar_jax.run_dir import METRICS_FILE
+from cifar_jax.invocation import command
 from cifar_jax.run_files import write_error
-
-CURVES_FILE = "curves.png"
-CONFUSION_FILE = "confusion.png"
+from cifar_jax.run_layout import CURVES_FILE, METRICS_FILE
 
 
 def _figure(**kwargs):
@@ -127,8 +125,10 @@ def write_confusion(path, matrix, class_names: Sequence[str]) -> pathlib.Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = ArgumentParser(prog="python -m cifar_jax.report", description="Write WORKDIR/curves.png.")
-    parser.add_argument("--workdir", required=True)
+    parser = ArgumentParser(prog=command("report"), description=(
+        "Draw WORKDIR/curves.png again from WORKDIR/metrics.jsonl: loss, accuracy and learning rate "
+        "per epoch. Needs no JAX, so it also runs where the run's packages are not installed."))
+    parser.add_argument("--workdir", required=True, help="the --workdir of a training run")
     try:
         args = parser.parse_args(sys.argv[1:] if argv is None else argv)
         print(write_curves(args.workdir))

@@ -1,4 +1,4 @@
-"""`python -m cifar_jax.train --config configs/default.py --workdir runs/seed`
+"""`cifar-jax train --config default --workdir runs/seed` (or `python -m cifar_jax.train ...`)
 
 The training loop, `train_and_evaluate`: set up, then for each epoch train (compiled runs
 of steps, cifar_jax.multistep), evaluate, log, save. Side effects (files, printing,
@@ -290,6 +290,11 @@ def main(argv: list[str] | None = None) -> int:
     """The command: 0 when done, 2 on a one-line error, 128 + N on signal N."""
     try:
         line = split_command_line(sys.argv[1:] if argv is None else argv)
+        if line.list_configs:
+            from cifar_jax.config_help import list_configs
+
+            print(list_configs())
+            return 0
         if line.help:
             from cifar_jax.config_help import train_help
 

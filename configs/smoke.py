@@ -1,11 +1,9 @@
 """A tiny offline run on synthetic data: a few seconds on a laptop CPU."""
-import pathlib
-
 from cifar_jax.config import load_config_file
 
 
 def get_config():
-    config = load_config_file(str(pathlib.Path(__file__).with_name("default.py")))
+    config = load_config_file("default")
     config.dataset = "synthetic"
     config.num_classes = 10
     config.synthetic_train_size = 512

@@ -109,7 +109,7 @@ def test_bad_config_is_a_one_line_error_and_touches_nothing(tmp_path, capsys, ov
 
 
 def test_missing_config_file_and_workdir(tmp_path, capsys):
-    assert "does not exist" in _error_of(["--config", "nope.py", "--workdir", str(tmp_path)], capsys)
+    assert "is neither a file" in _error_of(["--config", "nope.py", "--workdir", str(tmp_path)], capsys)
     assert "--workdir is required" in _error_of(["--config", str(REPO / "configs/smoke.py")], capsys)
 
 

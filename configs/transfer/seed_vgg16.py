@@ -13,13 +13,11 @@ report does not say).
 It is here to compare with: configs/transfer/vgg16_224.py is the recipe meant to beat it.
 max_param_mb is 0: the seed's 100 MB budget was for its own model.
 """
-import pathlib
-
 from cifar_jax.config import load_config_file
 
 
 def get_config():
-    config = load_config_file(f"{pathlib.Path(__file__).parents[1] / 'default.py'}:imagenet_vgg16")
+    config = load_config_file("default:imagenet_vgg16")
     config.pretrained = "VGG16_Weights.IMAGENET1K_V1"  # what torchvision's pretrained=True loaded
     config.image_size = 32
     config.max_param_mb = 0.0
