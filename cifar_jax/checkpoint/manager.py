@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import math
 import pathlib
 import shutil
@@ -120,7 +121,26 @@ def _manager(directory: pathlib.Path, keep: int, read_only: bool) -> ocp.Checkpo
     # float32 size (Orbax's default zstd saves ~9 % on the default model's weights).
     handlers = {name: ocp.PyTreeCheckpointHandler(use_compression=False) for name in ARRAY_ITEMS}
     handlers[META_ITEM] = MetaHandler(filename=META_FILE)
-    return ocp.CheckpointManager(directory, options=options, item_handlers=handlers)
+    with _without_read_only_notice():
+        return ocp.CheckpointManager(directory, options=options, item_handlers=handlers)
+
+
+class _ReadOnlyNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Given directory is read only")
+
+
+@contextlib.contextmanager
+def _without_read_only_notice():
+    """Drops the warning Orbax logs (through absl) for each read-only manager: readers open
+    a run's checkpoints read-only on purpose, and `restore` from Python should be as quiet
+    as the commands. Only that message, only while the manager is built."""
+    logger, notice = logging.getLogger("absl"), _ReadOnlyNotice()
+    logger.addFilter(notice)
+    try:
+        yield
+    finally:
+        logger.removeFilter(notice)
 
 
 def open_manager(workdir, config) -> RunCheckpoints:
