@@ -4,7 +4,8 @@ and torchvision's weights (cifar_jax.torch_hub).
 The file is fetched into TARGET.part, resumed by an HTTP Range request after a broken
 transfer or an interrupted run, checked (`verify`) and only then synced and renamed to
 TARGET, so the target's own name never holds a partial or wrong file. A lock file
-TARGET.lock next to it lets one process download while others wait.
+TARGET.lock next to it lets one process download while others wait; its holder removes it
+when done, and a process that was waiting on it then takes a new one.
 """
 from __future__ import annotations
 
@@ -55,12 +56,15 @@ def fetch_verified(url: str, target: pathlib.Path, *, timeout: float, verify: Ca
     except OSError as error:
         raise wording.error(f"cannot write to {target.parent} ({one_line(error)}){wording.unwritable}") from None
     with _exclusive(lock_fd, target):
-        there = found()
-        if there is not None:
-            return there  # another process finished it while this one waited
-        _download(url, target, timeout, verify, wording)
-        # Only after a success: a waiting process then finds the file, not a new lock.
-        lock.unlink(missing_ok=True)
+        if os.fstat(lock_fd).st_nlink == 0:  # its holder removed it when done: lock the one there now
+            return fetch_verified(url, target, timeout=timeout, verify=verify, wording=wording, found=found)
+        try:
+            there = found()
+            if there is not None:
+                return there  # another process finished it while this one waited
+            _download(url, target, timeout, verify, wording)
+        finally:  # success or failure, no lock file is left behind
+            lock.unlink(missing_ok=True)
     return target
 
 
