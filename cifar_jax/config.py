@@ -233,14 +233,21 @@ RESUMABLE_CHANGES = frozenset({
     "data_dir", "data_url", "download", "download_timeout", "cache_dir", "xla_cache_dir", "progress_updates",
     "eval_batch_size", "max_param_mb", "skip_nonfinite_steps", "checkpoint_every_epochs", "keep_checkpoints",
 })
+# Keys that may change to train a run longer: a finished run rerun with a larger num_epochs
+# trains the epochs it lacks. The schedules are functions of the step over num_epochs, so the
+# steps still to train follow the longer schedule from where it is at that step (OneCycleLR's
+# learning rate rises again from its final value).
+EXTENDING_CHANGES = frozenset({"num_epochs"})
 
 
 def training_changes(saved: dict, current: dict) -> list[str]:
     """The keys, sorted, whose values differ between two configs (as JSON dicts) in a way
-    that changes what is trained; a run may resume only when this is empty."""
+    that changes what is trained; a run may resume only when this is empty (num_epochs
+    may change: EXTENDING_CHANGES)."""
+    allowed = RESUMABLE_CHANGES | EXTENDING_CHANGES
     return sorted(
         key for key in set(saved) | set(current)
-        if key not in RESUMABLE_CHANGES and _saved(saved, key) != _saved(current, key)
+        if key not in allowed and _saved(saved, key) != _saved(current, key)
     )
 
 

@@ -1,5 +1,6 @@
 import json
 import os
+import shlex
 import subprocess
 import sys
 
@@ -183,3 +184,44 @@ def test_a_model_variant_is_the_default_config_with_another_model(capsys):
     assert {key for key in default if default[key] != variant[key]} == {"model"}
     err = _error_of(["--config", f"{REPO / 'configs' / 'smoke.py'}:resnet18", "--workdir", "unused"], capsys)
     assert "get_config('resnet18') in " in err and "smoke.py failed: TypeError" in err
+
+
+def _summary_records(accuracies, train_seconds):
+    return [{"epoch": e, "test_acc": a, "train_seconds": s} for e, (a, s) in enumerate(zip(accuracies, train_seconds))]
+
+
+def test_the_end_of_run_summary(tmp_path):
+    from cifar_jax import run_summary
+
+    workdir = tmp_path / "my run"
+    (workdir / "tensorboard").mkdir(parents=True)
+    (workdir / "curves.png").write_bytes(b"png")
+    records = _summary_records([0.3, 0.8, 0.5, 0.6], [9.0, 2.0, 2.0, 4.0])
+    text = run_summary.summary(workdir, records, 4, records[1:], 125.0, 1000)
+    quoted = shlex.quote(str(workdir))
+    assert text.splitlines() == [
+        f"Run finished: 4 of 4 epochs trained, in {workdir}",
+        "  test top-1   0.6000 after the last epoch (4), best 0.8000 after epoch 2 (Epoch [1] in the log)",
+        # 3 epochs trained by this command: the speed leaves the first (it compiled) out.
+        "  time         2 min 05 s wall for this command, which trained 3 epochs, 333 train images/s "
+        "(over the 2 epochs after the first, which also compiled)",
+        f"  checkpoints  {workdir / 'checkpoints'}   (evaluate the best: python -m cifar_jax.evaluate "
+        f"--workdir {quoted} --best)",
+        f"  metrics      {workdir / 'metrics.jsonl'}",
+        f"  curves       {workdir / 'curves.png'}",
+        f"  TensorBoard  {workdir / 'tensorboard'}   (pip install tensorboard; tensorboard --logdir "
+        f"{shlex.quote(str(workdir / 'tensorboard'))})",
+    ]
+    (workdir / "tensorboard").rmdir()
+    text = run_summary.summary(workdir, records[:2], 2, records[1:2], 7200.0, 1000)
+    assert "0.8000 after the last epoch (2), the run's best" in text
+    assert "2 h 00 min wall for this command, which trained 1 epoch, 500 train images/s (compiling included)" in text
+    assert "TensorBoard" not in text
+
+
+def test_num_epochs_may_change_to_train_a_run_longer():
+    from cifar_jax.config import training_changes
+
+    saved = json.loads(load_config_file("smoke").to_json())
+    assert training_changes(saved, {**saved, "num_epochs": 6}) == []
+    assert training_changes(saved, {**saved, "num_epochs": 6, "seed": 1}) == ["seed"]
