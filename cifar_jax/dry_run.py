@@ -116,14 +116,19 @@ def _image_folder(config, sizes: dict) -> str:
     source = pathlib.Path(config.data_dir).expanduser().absolute()
     if not source.exists():
         raise _Refused(f"image_folder data_dir {source} does not exist")
-    if source.is_file():
-        return f"image_folder archive {source} (its images are counted when a run reads it)"
-    # Names only: nothing is decoded and no cache is written.
-    layout = image_folder.folder_layout(source)
+    if source.is_file() and not source.name.lower().endswith(image_folder.ARCHIVE_SUFFIXES):
+        raise _Refused(f"image_folder data_dir {source} is not a folder or a .tar, .tar.gz, .tgz or .zip archive")
+    # Names only (a folder's files, an archive's member list): nothing is decoded, no cache written.
+    layout = image_folder.archive_layout(source) if source.is_file() else image_folder.folder_layout(source)
     train = sum(len(files) for files in layout["train"].values())
     test = sum(len(files) for files in layout["test"].values())
+    classes = len(layout["train"])
     sizes["train"] = train
-    return f"image_folder {source}: {train:,} train / {test:,} test images, {len(layout['train'])} classes"
+    kind = "archive " if source.is_file() else ""
+    text = f"image_folder {kind}{source}: {train:,} train / {test:,} test images, {classes} classes"
+    if classes != config.num_classes:
+        raise _Refused(f"{text}, but num_classes={config.num_classes}; pass --config.num_classes={classes}")
+    return text
 
 
 def _tfds(name: str, config, sizes: dict) -> str:

@@ -1,5 +1,6 @@
 """The command lines: --help everywhere, train's key list and did-you-mean, the
 `cifar-jax` dispatcher, and train --dry-run."""
+import io
 import json
 import os
 import shlex
@@ -283,6 +284,50 @@ def test_dry_run_of_an_image_folder_counts_its_images(tmp_path, capsys):
                             f"--config.data_dir={tmp_path / 'images'}", "--config.num_classes=2"], capsys)
     assert lines["Data"] == f"image_folder {tmp_path / 'images'}: 6 train / 4 test images, 2 classes"
     assert lines["Steps"] == "1 per epoch (batch 64, the last one 6 images, padded and masked), 3 in 3 epochs"
+    _, lines, _ = _dry_run(["--config", SMOKE, "--workdir", str(tmp_path / "w"), "--config.dataset=image_folder",
+                            f"--config.data_dir={tmp_path / 'images'}"], capsys, code=2)
+    assert lines["Data"].endswith("2 classes, but num_classes=10; pass --config.num_classes=2")
+
+
+def _image_archive(path, kind):
+    """A .tar.gz or .zip image folder (one extra top folder, as archiving a folder adds) of 3
+    classes, 2 train and 1 test image each; the "images" are not images: a dry run only
+    reads the member list."""
+    import tarfile
+    import zipfile
+
+    members = [f"set/{split}/{name}/{i}.png" for split, count in (("train", 2), ("test", 1))
+               for name in ("ant", "bee", "cat") for i in range(count)] + ["set/README.txt"]
+    if kind == "zip":
+        with zipfile.ZipFile(path, "w") as archive:
+            for member in members:
+                archive.writestr(member, b"not decoded by a dry run")
+    else:
+        with tarfile.open(path, "w:gz") as archive:
+            for member in members:
+                info = tarfile.TarInfo(member)
+                info.size = 4
+                archive.addfile(info, io.BytesIO(b"fake"))
+    return path
+
+
+@pytest.mark.parametrize("kind", ["tar.gz", "zip"])
+def test_dry_run_of_an_image_folder_archive_counts_and_checks_its_classes(tmp_path, capsys, kind):
+    archive = _image_archive(tmp_path / f"images.{kind}", kind)
+    argv = ["--config", SMOKE, "--workdir", str(tmp_path / "w"), "--config.dataset=image_folder",
+            f"--config.data_dir={archive}"]
+    _, lines, err = _dry_run([*argv, "--config.num_classes=3"], capsys)
+    assert lines["Data"] == f"image_folder archive {archive}: 6 train / 3 test images, 3 classes" and err == ""
+    assert lines["Steps"] == "1 per epoch (batch 64, the last one 6 images, padded and masked), 3 in 3 epochs"
+    # The smoke config's 10 classes: refused, as the run would be after decoding every image.
+    _, lines, err = _dry_run(argv, capsys, code=2)
+    assert lines["Data"] == (f"refused: image_folder archive {archive}: 6 train / 3 test images, 3 classes, "
+                             "but num_classes=10; pass --config.num_classes=3")
+    assert err.startswith("error: a run would be refused: image_folder archive ")
+    archive.write_bytes(archive.read_bytes()[:40])  # cut short
+    _, lines, _ = _dry_run([*argv, "--config.num_classes=3"], capsys, code=2)
+    assert lines["Data"].startswith(f"refused: {archive} is not a readable {kind.split('.')[0]} archive")
+    assert not (tmp_path / "w").exists() and sorted(p.name for p in tmp_path.iterdir()) == [archive.name]
 
 
 def test_dry_run_of_a_workdir_of_another_config_or_locked(tmp_path, capsys):
