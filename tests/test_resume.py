@@ -50,7 +50,9 @@ def test_resume_after_epoch_1_matches_the_uninterrupted_run(tmp_path, uninterrup
             resumed = train_and_evaluate(config, str(workdir))
     else:
         resumed = train_and_evaluate(config, str(workdir))
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
+    assert "\r" not in captured.err  # stderr is no terminal here: no progress-bar updates
     assert "Resuming after epoch 1 (step 16)" in out
     assert "Epoch [0]" not in out and "Epoch [2]" in out
     # The summary at the end: the whole run's epochs, this command's one, the files.

@@ -1,3 +1,4 @@
+import io
 import json
 import os
 import shlex
@@ -225,3 +226,37 @@ def test_num_epochs_may_change_to_train_a_run_longer():
     saved = json.loads(load_config_file("smoke").to_json())
     assert training_changes(saved, {**saved, "num_epochs": 6}) == []
     assert training_changes(saved, {**saved, "num_epochs": 6, "seed": 1}) == ["seed"]
+
+
+class _Stream(io.StringIO):
+    def __init__(self, terminal):
+        super().__init__()
+        self.terminal = terminal
+
+    def isatty(self):
+        return self.terminal
+
+
+def test_progress_off_a_terminal_is_a_plain_line_now_and_then():
+    from cifar_jax import progress
+
+    now = [0.0]
+    stream = _Stream(terminal=False)
+    plain = progress.PlainProgress(100, "epoch 3", stream, interval=60, clock=lambda: now[0])
+    for _ in range(10):  # ten calls of 10 steps, 25 s each
+        now[0] += 25
+        plain.update(10)
+    # A line once 60 s have passed since the last (at 75, 150 and 225 s); none at the end.
+    assert stream.getvalue() == ("epoch 3: 30/100 steps (30%), 75 s so far, about 175 s to go\n"
+                                 "epoch 3: 60/100 steps (60%), 150 s so far, about 100 s to go\n"
+                                 "epoch 3: 90/100 steps (90%), 225 s so far, about 25 s to go\n")
+    with progress.epoch_progress(8, "epoch 0", file=stream) as bar:
+        assert isinstance(bar, progress.PlainProgress)
+    terminal = _Stream(terminal=True)
+    with progress.epoch_progress(8, "epoch 0", file=terminal) as bar:
+        bar.update(8)
+    assert "\r" in terminal.getvalue() and "epoch 0" in terminal.getvalue()  # tqdm's bar, on a terminal only
+    quiet = _Stream(terminal=True)
+    with progress.epoch_progress(8, "epoch 0", enabled=False, file=quiet) as bar:
+        bar.update(8)
+    assert quiet.getvalue() == ""
