@@ -106,19 +106,6 @@ def initial_variables(config, rng: jax.Array | None = None) -> Optional[dict]:
     return variables
 
 
-def with_pretrained(state, config, rng: jax.Array | None = None):
-    """`state` (a fresh TrainState of `config`) with its params and batch_stats from
-    `config.pretrained` and its optimizer state made anew for them; `state` itself when
-    `config.pretrained` is empty. For a fresh run only: a resumed run restores its own."""
-    variables = initial_variables(config, rng)
-    if variables is None:
-        return state
-    params = jax.tree.map(lambda old, new: jnp.asarray(new, old.dtype), state.params, variables["params"])
-    batch_stats = jax.tree.map(lambda old, new: jnp.asarray(new, old.dtype), state.batch_stats,
-                               variables["batch_stats"])
-    return state.replace(params=params, batch_stats=batch_stats, opt_state=jax.jit(state.tx.init)(params))
-
-
 def _torch_name(arch: str, flax_name: str) -> str:
     """torchvision's module path of a top-level Flax layer name."""
     for torch_name, renamed in TORCHVISION_RENAMED[arch].items():
