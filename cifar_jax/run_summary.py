@@ -35,9 +35,9 @@ def _speed(trained: Sequence[dict], num_train: int) -> str:
     if seconds <= 0:
         return ""
     rate = num_train * len(steady) / seconds
-    which = "compiling included" if len(steady) == len(trained) else (
-        f"over the {len(steady)} epoch{'s' if len(steady) > 1 else ''} after the first, which also compiled")
-    return f", {rate:,.0f} train images/s ({which})"
+    which = "one epoch, compiling included" if len(steady) == len(trained) else (
+        f"the {len(steady)} epoch{'s' if len(steady) > 1 else ''} after the first, which also compiled")
+    return f"{rate:,.0f} train images/s ({which})"
 
 
 def summary(workdir, records: Sequence[dict], num_epochs: int, trained: Sequence[dict], wall_seconds: float,
@@ -53,7 +53,10 @@ def summary(workdir, records: Sequence[dict], num_epochs: int, trained: Sequence
     lines.append(f"  test top-1   {last['test_acc']:.4f} after the last epoch ({done}), {best_text}")
     if trained:
         lines.append(f"  time         {duration(wall_seconds)} wall for this command, which trained {len(trained)} "
-                     f"epoch{'s' if len(trained) > 1 else ''}{_speed(trained, num_train)}")
+                     f"epoch{'s' if len(trained) > 1 else ''}")
+        speed = _speed(trained, num_train)
+        if speed:
+            lines.append(f"  speed        {speed}")
     else:
         lines.append("  time         nothing was trained by this command")
     lines.append(f"  checkpoints  {path / CHECKPOINT_DIR}   (evaluate the best: "

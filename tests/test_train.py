@@ -204,8 +204,8 @@ def test_the_end_of_run_summary(tmp_path):
         f"Run finished: 4 of 4 epochs trained, in {workdir}",
         "  test top-1   0.6000 after the last epoch (4), best 0.8000 after epoch 2 (Epoch [1] in the log)",
         # 3 epochs trained by this command: the speed leaves the first (it compiled) out.
-        "  time         2 min 05 s wall for this command, which trained 3 epochs, 333 train images/s "
-        "(over the 2 epochs after the first, which also compiled)",
+        "  time         2 min 05 s wall for this command, which trained 3 epochs",
+        "  speed        333 train images/s (the 2 epochs after the first, which also compiled)",
         f"  checkpoints  {workdir / 'checkpoints'}   (evaluate the best: python -m cifar_jax.evaluate "
         f"--workdir {quoted} --best)",
         f"  metrics      {workdir / 'metrics.jsonl'}",
@@ -216,7 +216,8 @@ def test_the_end_of_run_summary(tmp_path):
     (workdir / "tensorboard").rmdir()
     text = run_summary.summary(workdir, records[:2], 2, records[1:2], 7200.0, 1000)
     assert "0.8000 after the last epoch (2), the run's best" in text
-    assert "2 h 00 min wall for this command, which trained 1 epoch, 500 train images/s (compiling included)" in text
+    assert "2 h 00 min wall for this command, which trained 1 epoch\n" in text
+    assert "  speed        500 train images/s (one epoch, compiling included)\n" in text
     assert "TensorBoard" not in text
 
 
