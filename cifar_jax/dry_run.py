@@ -143,7 +143,7 @@ def _tfds(name: str, config, sizes: dict) -> str:
             return (f"tfds:{name} in {builder.data_dir}: {splits['train'].num_examples:,} train / "
                     f"{splits['test'].num_examples:,} test images")
     except ImportError:
-        raise _Refused(f'dataset tfds:{name} needs TFDS: run pip install -e ".[tfds]"') from None
+        raise _Refused(f'dataset tfds:{name} needs TFDS: run pip install "cifar-jax[tfds]"') from None
     except Exception as error:  # TFDS fails in many ways: the run's own message will say which
         return f"tfds:{name}: TFDS cannot describe it here ({type(error).__name__}); train size unknown"
     if not config.download:

@@ -18,7 +18,7 @@ features; and the start does not depend on an rng.
 
 At training time, `--config.pretrained=PATH_OR_WEIGHT_NAME` starts from these weights:
 `initial_variables(config, rng)` gives create_train_state its params and batch_stats.
-torch is needed only here (to read .pth files): `pip install -e ".[torch]"`.
+torch is needed only here (to read .pth files): `pip install "cifar-jax[torch]"`.
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ from cifar_jax.errors import CifarJaxError, ConfigError
 from cifar_jax.models.imagenet import ARCHITECTURES, HEAD_KEY, TORCHVISION_RENAMED
 
 PREFIX = "imagenet_"
-_TORCH_MISSING = 'reading torchvision weights needs PyTorch: pip install -e ".[torch]"'
+_TORCH_MISSING = 'reading torchvision weights needs PyTorch: pip install "cifar-jax[torch]"'
 _BN = {"scale": "weight", "bias": "bias"}
 _STATS = {"mean": "running_mean", "var": "running_var"}
 

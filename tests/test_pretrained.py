@@ -211,7 +211,7 @@ def test_without_torch_the_error_says_how_to_install(monkeypatch, resnet18_file)
     monkeypatch.setitem(__import__("sys").modules, "torch", None)
     with pytest.raises(CifarJaxError) as error:
         pretrained.load_torchvision("resnet18", resnet18_file[0])
-    _one_line(error, 'pip install -e ".[torch]"')
+    _one_line(error, 'pip install "cifar-jax[torch]"')
 
 
 def test_weight_file_names_are_torchvisions(tv):
