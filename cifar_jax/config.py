@@ -319,7 +319,7 @@ def split_command_line(argv: list[str]) -> CommandLine:
         if arg == "-h":
             arg = "--help"
         if not arg.startswith("--"):
-            raise ConfigError(f"unexpected argument {_shown(arg)!r}; usage: {USAGE}")
+            raise ConfigError(f"unexpected argument {_shown(arg)!r}; usage: {command('train')} {USAGE}")
         name, has_value, value = arg[2:].partition("=")
         if name in FLAGS:
             if has_value:

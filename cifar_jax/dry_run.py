@@ -196,7 +196,7 @@ def _workdir(config, workdir: str) -> str:
     next_epoch = info["epoch"] + 1
     if next_epoch >= config.num_epochs:
         return (f"{workdir} holds the finished run (checkpoint step {info['step']}, epoch {info['epoch']}): "
-                "a run trains nothing")
+                "a run trains nothing (a larger --config.num_epochs trains it longer)")
     return (f"{workdir}: a run resumes after epoch {info['epoch']} at step {info['step']} from {info['path']} "
             f"and trains epochs {next_epoch}..{config.num_epochs - 1} (a damaged newest checkpoint would be "
             "skipped for an older one)")

@@ -125,6 +125,8 @@ def test_a_mistyped_key_gets_did_you_mean(tmp_path, capsys):
     assert err == "error: unknown config key 'zqxv'; python -m cifar_jax.train --help lists the keys"
     assert cli.main(["train", "--config", "smoke", "--workdir", str(tmp_path / "w"), "--config.zqxv=1"]) == 2
     assert capsys.readouterr().err == "error: unknown config key 'zqxv'; cifar-jax train --help lists the keys\n"
+    assert cli.main(["train", "stray"]) == 2
+    assert capsys.readouterr().err.startswith("error: unexpected argument 'stray'; usage: cifar-jax train --config ")
     assert "takes no value" in _one_line_error(["--dry-run=yes"], capsys)
     assert not (tmp_path / "w").exists()
 

@@ -155,7 +155,8 @@ def test_dry_run_of_a_trained_run_says_finished_or_where_it_resumes(resumed_run,
     argv = ["--config", str(REPO / "configs" / "smoke.py"), "--workdir", str(copy), "--dry-run"]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert f"Workdir: {copy} holds the finished run (checkpoint step 24, epoch 2): a run trains nothing" in out
+    assert (f"Workdir: {copy} holds the finished run (checkpoint step 24, epoch 2): a run trains nothing "
+            "(a larger --config.num_epochs trains it longer)") in out
     shutil.rmtree(copy / "checkpoints" / "24")
     before = _tree(copy)
     assert main(argv) == 0
