@@ -66,15 +66,18 @@ def locate_config(path: str) -> tuple[pathlib.Path, str | None]:
         head, _, arg = path.rpartition(":")
         candidates.append((head, arg))
     for text, arg in candidates:
-        file = pathlib.Path(text).expanduser()
+        file = _expanded(text)
         if file.is_file():
             return file, arg
         named = named_configs.find(text)
         if named is not None:
             return named, arg
     spec = candidates[-1][0]
-    if pathlib.Path(spec).expanduser().is_dir():
-        files = sorted(p.name for p in pathlib.Path(spec).expanduser().glob("*.py") if p.name != "__init__.py")
+    if not spec.strip():
+        raise ConfigError(f"config {path!r} names no file; pass a named config such as default, or a .py file "
+                          "with get_config()")
+    if _expanded(spec).is_dir():
+        files = sorted(p.name for p in _expanded(spec).glob("*.py") if p.name != "__init__.py")
         example = f"e.g. {pathlib.Path(spec) / files[0]}, " if files else ""
         raise ConfigError(f"config {_shown(spec)} is a folder, not a config file; pass one of its "
                           f"files ({example}a .py file with get_config()) or a named config such as default")
@@ -82,8 +85,16 @@ def locate_config(path: str) -> tuple[pathlib.Path, str | None]:
     hint = (f"did you mean the named config {meant}?" if meant else
             "pass a .py file with get_config(), or a named config: " + ", ".join(named_configs.names()[:8])
             + f", ... ({command('train')} --list-configs lists them)")
-    where = "" if pathlib.Path(spec).expanduser().is_absolute() else f" (in {pathlib.Path.cwd()})"
+    where = "" if _expanded(spec).is_absolute() else f" (in {pathlib.Path.cwd()})"
     raise ConfigError(f"config {_shown(spec)} is neither a file{where} nor a named config; {hint}")
+
+
+def _expanded(text: str) -> pathlib.Path:
+    """`text` as a path, with ~ expanded where there is a home to expand it to."""
+    try:
+        return pathlib.Path(text).expanduser()
+    except RuntimeError:  # ~user of no such user: the path as typed
+        return pathlib.Path(text)
 
 
 def load_saved_config(file) -> dict:

@@ -389,6 +389,8 @@ def test_named_configs_load_from_any_folder(tmp_path, monkeypatch):
     ("../configs/smoke", "is neither a file (in {tmp}) nor a named config; pass a .py file with get_config(), "
                          "or a named config: default, efficientnet_b0,"),
     ("{tmp}/no-such-file:x", "config {tmp}/no-such-file is neither a file nor a named config"),
+    ("~no-such-user-23/c.py", "config ~no-such-user-23/c.py is neither a file (in {tmp}) nor a named config"),
+    (":x", "config ':x' names no file; pass a named config such as default, or a .py file with get_config()"),
     ("folder", "config folder is a folder, not a config file; pass one of its files (e.g. folder/mine.py, "
                "a .py file with get_config()) or a named config such as default"),
 ])
