@@ -63,7 +63,7 @@ def test_torch_weights_with_a_config_file_and_no_workdir(tmp_path, monkeypatch, 
     torch.manual_seed(1)
     weights = tmp_path / "weights.pth"
     torch.save(ResNet9(num_classes=10, width=config.width).state_dict(), weights)
-    monkeypatch.chdir(tmp_path)  # where a stray confusion.png would land
+    monkeypatch.chdir(tmp_path)  # where a stray confusion figure would land
     assert main(["--config", str(REPO / "configs" / "smoke.py"), "--torch-weights", str(weights), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["step"] is None and result["workdir"] is None and result["num_test"] == 256
