@@ -47,7 +47,8 @@ def summary(workdir, records: Sequence[dict], num_epochs: int, trained: Sequence
     path = pathlib.Path(workdir)
     last, best = records[-1], _best(records)
     done = len(records)
-    lines = [f"Run finished: {done} of {num_epochs} epochs trained, in {path}"]
+    counted = f"{done} of {num_epochs}" if done < num_epochs else f"{done}"
+    lines = [f"Run finished: {counted} epochs trained, in {path}"]
     best_text = ("the run's best" if best is last else
                  f"best {best['test_acc']:.4f} after epoch {best['epoch'] + 1} (Epoch [{best['epoch']}] in the log)")
     lines.append(f"  test top-1   {last['test_acc']:.4f} after the last epoch ({done}), {best_text}")
@@ -78,8 +79,8 @@ def already_complete(workdir, epochs_done: int, step: int, num_epochs: int) -> s
     more = max(2 * epochs_done, num_epochs + 1)
     extend = command_line("train", "--config", path / CONFIG_FILE, "--workdir", path, f"--config.num_epochs={more}")
     return (f"The run in {path} is already complete: {epochs_done} epochs trained (checkpoint step {step}, "
-            f"num_epochs={num_epochs}); nothing was trained. To train it longer, raise num_epochs, e.g. "
-            f"to {more}: {extend}")
+            f"num_epochs={num_epochs}); nothing was trained.\n"
+            f"To train it longer, raise num_epochs, e.g. to {more}: {extend}")
 
 
 def command_line_of(program: str, *args) -> str:

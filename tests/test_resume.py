@@ -57,7 +57,7 @@ def test_resume_after_epoch_1_matches_the_uninterrupted_run(tmp_path, uninterrup
     assert "Epoch [0]" not in out and "Epoch [2]" in out
     # The summary at the end: the whole run's epochs, this command's one, the files.
     summary = out[out.index("Run finished"):]
-    assert summary.startswith(f"Run finished: 3 of 3 epochs trained, in {workdir}\n")
+    assert summary.startswith(f"Run finished: 3 epochs trained, in {workdir}\n")
     assert "wall for this command, which trained 1 epoch\n" in summary
     assert "train images/s (one epoch, compiling included)\n" in summary
     for name in ("checkpoints", "metrics.jsonl", "curves.png", "tensorboard"):
@@ -89,9 +89,12 @@ def test_rerunning_a_finished_run_trains_nothing(uninterrupted, capsys):
     assert "Epoch [" not in out and "Resuming" not in out
     assert (workdir / "metrics.jsonl").read_text() == before
     assert int(state.step) == int(straight.step)
-    line = next(line for line in out.splitlines() if "already complete" in line)
-    assert line.startswith(f"The run in {workdir} is already complete: 3 epochs trained (checkpoint step 24, "
-                           "num_epochs=3); nothing was trained. To train it longer, raise num_epochs, e.g. to 6: ")
+    lines = out.splitlines()
+    at = next(i for i, line in enumerate(lines) if "already complete" in line)
+    assert lines[at] == (f"The run in {workdir} is already complete: 3 epochs trained (checkpoint step 24, "
+                         "num_epochs=3); nothing was trained.")
+    line = lines[at + 1]
+    assert line.startswith("To train it longer, raise num_epochs, e.g. to 6: ")
     assert "  time         nothing was trained by this command" in out
     # The command it suggests runs as printed, and would train epochs 3..5 (a dry run: no training).
     argv = shlex.split(line[line.index("python -m cifar_jax.train"):])

@@ -201,7 +201,7 @@ def test_the_end_of_run_summary(tmp_path):
     text = run_summary.summary(workdir, records, 4, records[1:], 125.0, 1000)
     quoted = shlex.quote(str(workdir))
     assert text.splitlines() == [
-        f"Run finished: 4 of 4 epochs trained, in {workdir}",
+        f"Run finished: 4 epochs trained, in {workdir}",
         "  test top-1   0.6000 after the last epoch (4), best 0.8000 after epoch 2 (Epoch [1] in the log)",
         # 3 epochs trained by this command: the speed leaves the first (it compiled) out.
         "  time         2 min 05 s wall for this command, which trained 3 epochs",
@@ -214,7 +214,8 @@ def test_the_end_of_run_summary(tmp_path):
         f"{shlex.quote(str(workdir / 'tensorboard'))})",
     ]
     (workdir / "tensorboard").rmdir()
-    text = run_summary.summary(workdir, records[:2], 2, records[1:2], 7200.0, 1000)
+    text = run_summary.summary(workdir, records[:2], 3, records[1:2], 7200.0, 1000)
+    assert text.startswith(f"Run finished: 2 of 3 epochs trained, in {workdir}\n")
     assert "0.8000 after the last epoch (2), the run's best" in text
     assert "2 h 00 min wall for this command, which trained 1 epoch\n" in text
     assert "  speed        500 train images/s (one epoch, compiling included)\n" in text
