@@ -8,7 +8,7 @@ own process with a time limit: test accuracy, s/epoch, compile s and peak device
     python bench/zoo_bench.py --models resnet9,vgg16 --dataset synthetic --num-classes 10 \\
         --epochs 1 --width 0.125 --synthetic-train-size 256 --synthetic-test-size 128 --json zoo --out-dir /tmp
 
---models: comma-separated names (default: every model `python -m cifar_jax.zoo --list` names),
+--models: comma-separated names (default: every model `cifar-jax models --list` names),
 each optionally NAME:SECONDS, its own time limit (default --timeout). --recipe: `seed`
 (configs/default.py with config.model=NAME) or `sgd` (configs/sgd.py, the zoo's usual SGD
 recipe, its cosine spread over --epochs), or both, comma-separated. resnet152 runs with

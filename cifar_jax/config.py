@@ -15,7 +15,9 @@ import runpy
 
 import ml_collections
 
-from cifar_jax.errors import ConfigError
+from cifar_jax import named_configs
+from cifar_jax.errors import ConfigError, one_line
+from cifar_jax.invocation import command
 from cifar_jax.optim import check_optimizer_config, check_weight_decay_mode
 from cifar_jax.pretrained import check_pretrained
 
@@ -27,19 +29,20 @@ def load_config_file(path: str) -> ml_collections.ConfigDict:
     """Runs a config file and returns its `get_config()`.
 
     Args:
-      path: a Python file defining `get_config()`, optionally followed by `:ARG`, which is
-        passed as `get_config(ARG)` (ml_collections' config_flags convention), e.g.
-        `configs/default.py:resnet18`.
+      path: a named config of the package (`default`, `smoke`, `transfer/seed_resnet50`;
+        `cifar_jax.named_configs.names()` lists them), or a Python file defining
+        `get_config()`; either optionally followed by `:ARG`, which is passed as
+        `get_config(ARG)` (ml_collections' config_flags convention), e.g. `default:resnet18`.
+        A run's saved `config.json` (WORKDIR/config.json) is read as the config it holds.
 
     Returns:
       The ConfigDict `get_config` returns (not yet validated: see validate_config).
     """
-    file, arg = pathlib.Path(path), None
-    if not file.is_file() and ":" in path:
-        head, _, arg = path.rpartition(":")
-        file = pathlib.Path(head)
-    if not file.is_file():
-        raise ConfigError(f"config file {_shown(path)} does not exist; pass e.g. --config configs/default.py")
+    file, arg = locate_config(path)
+    if file.suffix == ".json":
+        if arg is not None:
+            raise ConfigError(f"config {_shown(path)}: a saved config.json takes no ':{_shown(arg)}'")
+        return ml_collections.ConfigDict(load_saved_config(file))
     try:
         namespace = runpy.run_path(str(file))
     except Exception as error:  # the file is the user's code: report, don't crash
@@ -54,6 +57,62 @@ def load_config_file(path: str) -> ml_collections.ConfigDict:
     if not isinstance(config, ml_collections.ConfigDict):
         raise ConfigError(f"{call} in {file} must return an ml_collections.ConfigDict")
     return config
+
+
+def locate_config(path: str) -> tuple[pathlib.Path, str | None]:
+    """(file, ARG or None) of a config value: FILE or NAME, optionally with `:ARG`. A file
+    that exists wins over a named config of the same spelling."""
+    candidates = [(path, None)]
+    if ":" in path:
+        head, _, arg = path.rpartition(":")
+        candidates.append((head, arg))
+    for text, arg in candidates:
+        file = _expanded(text)
+        if file.is_file():
+            return file, arg
+        named = named_configs.find(text)
+        if named is not None:
+            return named, arg
+    spec = candidates[-1][0]
+    if not spec.strip():
+        raise ConfigError(f"config {path!r} names no file; pass a named config such as default, or a .py file "
+                          "with get_config()")
+    if _expanded(spec).is_dir():
+        files = sorted(p.name for p in _expanded(spec).glob("*.py") if p.name != "__init__.py")
+        example = f"e.g. {pathlib.Path(spec) / files[0]}, " if files else ""
+        raise ConfigError(f"config {_shown(spec)} is a folder, not a config file; pass one of its "
+                          f"files ({example}a .py file with get_config()) or a named config such as default")
+    meant = named_configs.suggestion(spec)
+    hint = (f"did you mean the named config {meant}?" if meant else
+            "pass a .py file with get_config(), or a named config: " + ", ".join(named_configs.names()[:8])
+            + f", ... ({command('train')} --list-configs lists them)")
+    where = "" if _expanded(spec).is_absolute() else f" (in {pathlib.Path.cwd()})"
+    raise ConfigError(f"config {_shown(spec)} is neither a file{where} nor a named config; {hint}")
+
+
+def _expanded(text: str) -> pathlib.Path:
+    """`text` as a path, with ~ expanded where there is a home to expand it to."""
+    try:
+        return pathlib.Path(text).expanduser()
+    except RuntimeError:  # ~user of no such user: the path as typed
+        return pathlib.Path(text)
+
+
+def load_saved_config(file) -> dict:
+    """The values a run saved as `file` (WORKDIR/config.json; lists read back as tuples),
+    with the keys added since completed (complete_saved_config)."""
+    file = pathlib.Path(file)
+    try:
+        values = json.loads(file.read_text(), object_pairs_hook=lambda pairs: {k: _tuples(v) for k, v in pairs})
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ConfigError(f"{file} is not readable JSON ({one_line(error)}); restore it from the run")
+    if not isinstance(values, dict):
+        raise ConfigError(f"{file} does not hold a config object; restore it from the run")
+    return complete_saved_config(values)
+
+
+def _tuples(value):
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
 
 
 def parse_value(key: str, text: str, current):
@@ -124,7 +183,7 @@ def _suggestion(config: ml_collections.ConfigDict, key: str) -> str:
     close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
     if close:
         return "did you mean " + " or ".join(close) + "?"
-    return "python -m cifar_jax.train --help lists the keys"
+    return f"{command('train')} --help lists the keys"
 
 
 def _flat_keys(config: ml_collections.ConfigDict, prefix: str = ""):
@@ -260,14 +319,21 @@ RESUMABLE_CHANGES = frozenset({
     "data_dir", "data_url", "download", "download_timeout", "cache_dir", "xla_cache_dir", "progress_updates",
     "eval_batch_size", "max_param_mb", "skip_nonfinite_steps", "checkpoint_every_epochs", "keep_checkpoints",
 })
+# Keys that may change to train a run longer: a finished run rerun with a larger num_epochs
+# trains the epochs it lacks. The schedules are functions of the step over num_epochs, so the
+# steps still to train follow the longer schedule from where it is at that step (OneCycleLR's
+# learning rate rises again from its final value).
+EXTENDING_CHANGES = frozenset({"num_epochs"})
 
 
 def training_changes(saved: dict, current: dict) -> list[str]:
     """The keys, sorted, whose values differ between two configs (as JSON dicts) in a way
-    that changes what is trained; a run may resume only when this is empty."""
+    that changes what is trained; a run may resume only when this is empty (num_epochs
+    may change: EXTENDING_CHANGES)."""
+    allowed = RESUMABLE_CHANGES | EXTENDING_CHANGES
     return sorted(
         key for key in set(saved) | set(current)
-        if key not in RESUMABLE_CHANGES and _saved(saved, key) != _saved(current, key)
+        if key not in allowed and _saved(saved, key) != _saved(current, key)
     )
 
 
@@ -313,8 +379,8 @@ def _saved(config: dict, key: str):
     return json.loads(json.dumps(complete_saved_config(config).get(key)))
 
 
-USAGE = "--config FILE --workdir DIR [--config.KEY=VALUE ...] [--dry-run]"
-FLAGS = ("dry-run", "help")  # options without a value
+USAGE = "--config NAME|FILE --workdir DIR [--config.KEY=VALUE ...] [--dry-run]"
+FLAGS = ("dry-run", "help", "list-configs")  # options without a value
 
 
 @dataclasses.dataclass
@@ -326,11 +392,12 @@ class CommandLine:
     overrides: list = dataclasses.field(default_factory=list)  # (KEY, text), in order
     dry_run: bool = False
     help: bool = False
+    list_configs: bool = False
 
 
 def split_command_line(argv: list[str]) -> CommandLine:
-    """`--config FILE --workdir DIR [--config.KEY=VALUE ...] [--dry-run] [-h | --help]`,
-    split into its parts; ConfigError (one line) for anything else."""
+    """`--config NAME|FILE --workdir DIR [--config.KEY=VALUE ...] [--dry-run] [-h | --help]
+    [--list-configs]`, split into its parts; ConfigError (one line) for anything else."""
     line = CommandLine()
     args = list(argv)
     while args:
@@ -338,7 +405,7 @@ def split_command_line(argv: list[str]) -> CommandLine:
         if arg == "-h":
             arg = "--help"
         if not arg.startswith("--"):
-            raise ConfigError(f"unexpected argument {_shown(arg)!r}; usage: {USAGE}")
+            raise ConfigError(f"unexpected argument {_shown(arg)!r}; usage: {command('train')} {USAGE}")
         name, has_value, value = arg[2:].partition("=")
         if name in FLAGS:
             if has_value:
@@ -354,7 +421,7 @@ def split_command_line(argv: list[str]) -> CommandLine:
         elif name in ("config", "workdir"):
             setattr(line, name, value)
         else:
-            raise ConfigError(f"unknown option --{_shown(name)}; use --config FILE, --workdir DIR and "
+            raise ConfigError(f"unknown option --{_shown(name)}; use --config NAME|FILE, --workdir DIR and "
                               "--config.KEY=VALUE (--help lists them)")
     return line
 
@@ -363,7 +430,7 @@ def resolve_config(line: CommandLine) -> ml_collections.ConfigDict:
     """The validated config of a command line: its file, then its overrides in order."""
     for name in ("config", "workdir"):
         if not getattr(line, name):
-            raise ConfigError(f"--{name} is required; usage: --config configs/default.py --workdir runs/NAME")
+            raise ConfigError(f"--{name} is required; usage: {command('train')} --config default --workdir runs/NAME")
     config = load_config_file(line.config)
     for key, text in line.overrides:
         apply_override(config, key, text)
@@ -372,6 +439,6 @@ def resolve_config(line: CommandLine) -> ml_collections.ConfigDict:
 
 
 def parse_command_line(argv: list[str]) -> tuple[ml_collections.ConfigDict, str]:
-    """`--config FILE --workdir DIR [--config.KEY=VALUE ...]` -> (validated config, workdir)."""
+    """`--config NAME|FILE --workdir DIR [--config.KEY=VALUE ...]` -> (validated config, workdir)."""
     line = split_command_line(argv)
     return resolve_config(line), line.workdir

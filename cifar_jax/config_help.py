@@ -15,20 +15,47 @@ import shutil
 import textwrap
 import tokenize
 
-from cifar_jax.config import USAGE, load_config_file
+from cifar_jax import named_configs
+from cifar_jax.config import USAGE, load_config_file, locate_config
+from cifar_jax.errors import ConfigError
+from cifar_jax.invocation import command
 
-# configs/ sits next to the package in the repository (an editable install keeps it there).
-DEFAULT_CONFIG = pathlib.Path(__file__).resolve().parents[1] / "configs" / "default.py"
+# The named config `default` (the repository's configs/default.py, installed with the package).
+DEFAULT_CONFIG = named_configs.find("default")
 # A block's first line that only names a section ("Training.", "Data (docs/data.md).").
 _SECTION_TITLE = re.compile(r"^[A-Z][\w-]*( [\w-]+){0,2}( \([^)]*\))?\.$")
 
 
 def _file_of(path: str) -> pathlib.Path:
-    """The file of a --config value (FILE or FILE:ARG)."""
-    file = pathlib.Path(path)
-    if not file.is_file() and ":" in path:
-        file = pathlib.Path(path.rpartition(":")[0])
-    return file
+    """The file of a --config value (FILE, NAME, FILE:ARG or NAME:ARG)."""
+    return locate_config(path)[0]
+
+
+def summary_line(path) -> str:
+    """The first sentence of a config file's docstring, read without running the file."""
+    try:
+        doc = ast.get_docstring(ast.parse(pathlib.Path(path).read_text())) or ""
+    except (OSError, SyntaxError, ValueError, UnicodeDecodeError):
+        doc = ""
+    paragraph = " ".join(doc.strip().split("\n\n")[0].split())
+    first = re.split(r"(?<=\.)\s+(?=[A-Z])", paragraph, maxsplit=1)[0]
+    # "..., with the changes below." speaks of the file's body: the list shows no body.
+    return re.sub(r", with the changes below\.$", ".", first)
+
+
+def list_configs() -> str:
+    """The text of `train --list-configs`: each named config and its docstring's first line."""
+    names = named_configs.names()
+    if not names:
+        raise ConfigError(f"no named configs are installed (the package {named_configs.PACKAGE} is missing); "
+                          "reinstall cifar-jax, or pass --config FILE")
+    width = min(max(shutil.get_terminal_size((100, 24)).columns, 60), 120)
+    wrap = textwrap.TextWrapper(width=width, initial_indent=" " * 4, subsequent_indent=" " * 4)
+    lines = [f"named configs (--config NAME, or NAME:ARG; from {named_configs.configs_dir()}):"]
+    for name in names:
+        lines.append(f"  {name}")
+        lines.extend(wrap.wrap(summary_line(named_configs.path(name))))
+    return "\n".join(lines)
 
 
 def config_comments(path) -> dict[str, str]:
@@ -116,40 +143,42 @@ def _flat(config, prefix=""):
 def ordered_items(config) -> list[tuple[str, object]]:
     """(key, value) of every config key, dotted if nested, in configs/default.py's order
     (keys it lacks last, sorted)."""
-    order = _assignment_order(DEFAULT_CONFIG) if DEFAULT_CONFIG.is_file() else {}
+    order = _assignment_order(DEFAULT_CONFIG) if DEFAULT_CONFIG else {}
     return sorted(_flat(config), key=lambda item: order.get(item[0], len(order)))
 
 
 def train_help(config_path: str = "") -> str:
-    """The text of `python -m cifar_jax.train --help`; with `config_path` (a --config value,
-    FILE or FILE:ARG), that file's keys and values, else configs/default.py's."""
+    """The text of `train --help`; with `config_path` (a --config value: FILE, NAME,
+    FILE:ARG or NAME:ARG), that config's keys and values, else the named config default's."""
     width = min(max(shutil.get_terminal_size((100, 24)).columns, 60), 100)
     lines = [
-        f"usage: python -m cifar_jax.train {USAGE}",
-        "       cifar-jax train ... (the same arguments)",
+        f"usage: {command('train')} {USAGE}",
         "",
         "Trains a model as the config file says, evaluating on the test set after every epoch;",
         "a workdir that holds checkpoints of the same config resumes from its newest one.",
         "",
         "options:",
-        "  --config FILE        a config file with get_config(); FILE:ARG calls get_config(ARG),",
-        "                       e.g. configs/default.py:resnet18",
+        "  --config NAME|FILE   a named config (default, smoke, transfer/seed_resnet50, ...:",
+        "                       --list-configs) or a .py file with get_config(); NAME:ARG or",
+        "                       FILE:ARG calls get_config(ARG), e.g. default:resnet18; a run's",
+        "                       config.json resumes or extends that run",
         "  --workdir DIR        the run's folder: config.json, metrics.jsonl, checkpoints/,",
         "                       tensorboard/, curves.png",
         "  --config.KEY=VALUE   override one config key (typed like its default); repeatable",
         "  --dry-run            print the resolved config, model size, data, steps per epoch,",
         "                       devices and what happens to the workdir; train nothing",
+        "  --list-configs       list the named configs, each with its first docstring line",
         "  -h, --help           this help",
         "",
     ]
     file = _file_of(config_path) if config_path else DEFAULT_CONFIG
-    if not config_path and not DEFAULT_CONFIG.is_file():
+    if not config_path and not DEFAULT_CONFIG:
         lines.append("config keys: pass --config FILE --help to list a config file's keys and defaults")
         return "\n".join(lines)
     config = load_config_file(config_path or str(DEFAULT_CONFIG))
-    comments = config_comments(DEFAULT_CONFIG) if DEFAULT_CONFIG.is_file() else {}
+    comments = config_comments(DEFAULT_CONFIG) if DEFAULT_CONFIG else {}
     comments.update(config_comments(file))
-    lines.append(f"config keys (--config.KEY=VALUE) and their values in {config_path or 'configs/default.py'}:")
+    lines.append(f"config keys (--config.KEY=VALUE) and their values in {config_path or 'default'}:")
     wrap = textwrap.TextWrapper(width=width, initial_indent=" " * 6, subsequent_indent=" " * 6)
     for key, value in ordered_items(config):
         lines.append(f"  {key}={shown(value)}")

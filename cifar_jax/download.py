@@ -16,6 +16,7 @@ from cifar_jax.data.cifar_archive import VARIANTS, check_md5, find_cifar
 from cifar_jax.data.download import (DATA_DIR_ENV, DATA_URL_ENV, DEFAULT_DATA_DIR, DEFAULT_TIMEOUT_S, Options,
                                      fetch_cifar, resolve_data_dir, resolve_url)
 from cifar_jax.errors import CifarJaxError
+from cifar_jax.invocation import command
 
 MAX_TIMEOUT_S = 24 * 3600.0  # as --config.download_timeout allows
 OPTIONS = Options(url="--url", data_dir="--data-dir", joiner=" ")  # as this command's messages name them
@@ -31,7 +32,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m cifar_jax.download",
+    parser = _Parser(prog=command("download"),
                      description="Download and verify (md5) the official CIFAR python archive; print its path.")
     parser.add_argument("dataset", choices=sorted(VARIANTS), help="which archive")
     parser.add_argument("--data-dir", default="",

@@ -117,14 +117,19 @@ def _image_folder(config, sizes: dict) -> str:
     source = pathlib.Path(config.data_dir).expanduser().absolute()
     if not source.exists():
         raise _Refused(f"image_folder data_dir {source} does not exist")
-    if source.is_file():
-        return f"image_folder archive {source} (its images are counted when a run reads it)"
-    # Names only: nothing is decoded and no cache is written.
-    layout = image_folder.folder_layout(source)
+    if source.is_file() and not source.name.lower().endswith(image_folder.ARCHIVE_SUFFIXES):
+        raise _Refused(f"image_folder data_dir {source} is not a folder or a .tar, .tar.gz, .tgz or .zip archive")
+    # Names only (a folder's files, an archive's member list): nothing is decoded, no cache written.
+    layout = image_folder.archive_layout(source) if source.is_file() else image_folder.folder_layout(source)
     train = sum(len(files) for files in layout["train"].values())
     test = sum(len(files) for files in layout["test"].values())
+    classes = len(layout["train"])
     sizes["train"] = train
-    return f"image_folder {source}: {train:,} train / {test:,} test images, {len(layout['train'])} classes"
+    kind = "archive " if source.is_file() else ""
+    text = f"image_folder {kind}{source}: {train:,} train / {test:,} test images, {classes} classes"
+    if classes != config.num_classes:
+        raise _Refused(f"{text}, but num_classes={config.num_classes}; pass --config.num_classes={classes}")
+    return text
 
 
 def _tfds(name: str, config, sizes: dict) -> str:
@@ -139,7 +144,7 @@ def _tfds(name: str, config, sizes: dict) -> str:
             return (f"tfds:{name} in {builder.data_dir}: {splits['train'].num_examples:,} train / "
                     f"{splits['test'].num_examples:,} test images")
     except ImportError:
-        raise _Refused(f'dataset tfds:{name} needs TFDS: run pip install -e ".[tfds]"') from None
+        raise _Refused(f'dataset tfds:{name} needs TFDS: run pip install "cifar-jax[tfds]"') from None
     except Exception as error:  # TFDS fails in many ways: the run's own message will say which
         return f"tfds:{name}: TFDS cannot describe it here ({type(error).__name__}); train size unknown"
     if not config.download:
@@ -193,7 +198,7 @@ def _workdir(config, workdir: str) -> str:
     next_epoch = info["epoch"] + 1
     if next_epoch >= config.num_epochs:
         return (f"{workdir} holds the finished run (checkpoint step {info['step']}, epoch {info['epoch']}): "
-                "a run trains nothing")
+                "a run trains nothing (a larger --config.num_epochs trains it longer)")
     return (f"{workdir}: a run resumes after epoch {info['epoch']} at step {info['step']} from {info['path']} "
             f"and trains epochs {next_epoch}..{config.num_epochs - 1} (a damaged newest checkpoint would be "
             "skipped for an older one)")

@@ -3,8 +3,8 @@
 Restores a checkpoint of the run in DIR (default: the latest) with the config that run
 saved, evaluates it on the test split of that config's dataset, prints top-1 and top-5
 accuracy, per-class accuracy, the parameter count and the size on disk of the saved
-parameters, and writes DIR/confusion.png (and the figures and that image to
-DIR/tensorboard/). With --torch-weights, evaluates a PyTorch
+parameters, and writes the confusion figure DIR/confusion-stepN.png (and the figures and
+that image to DIR/tensorboard/). With --torch-weights, evaluates a PyTorch
 state_dict of the seed's ResNet9 instead (converted by cifar_jax.convert), with DIR's
 config (or --config FILE's) giving the dataset, classes and width.
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import json
 import pathlib
+import re
 import sys
 
 import jax
@@ -23,10 +24,19 @@ from cifar_jax import checkpoint
 from cifar_jax.augment import model_input
 from cifar_jax.cli_common import ArgumentParser, quiet_orbax
 from cifar_jax.errors import CifarJaxError
+from cifar_jax.invocation import command
+from cifar_jax.run_layout import confusion_file
 # The loop's fixed-size padded batching (one compiled shape for every batch).
 from cifar_jax.multistep import fitted_eval_batch, pad_to_batches
 from cifar_jax.models import parameter_summary
 from cifar_jax.steps import create_model
+
+DESCRIPTION = (
+    "Evaluate a checkpoint of the run in --workdir (default: its latest) on the test split of "
+    "that run's dataset, with the config the run saved: top-1 and top-5 accuracy, loss, per-class "
+    "accuracy, the parameter count and the size of the saved parameters; writes the confusion "
+    "figure to the workdir. With --torch-weights, evaluates a PyTorch state_dict of the seed's "
+    "ResNet9 instead.")
 
 
 @functools.partial(jax.jit, static_argnames=("model", "mean", "std", "image_size"))
@@ -84,13 +94,20 @@ def _torch_variables(path, workdir, config_file):
     return variables, config, info
 
 
+def _torch_source(path) -> str:
+    """"torch-NAME" for a --torch-weights file NAME.pth, as a safe part of a file name."""
+    stem = re.sub(r"[^A-Za-z0-9_.-]", "_", pathlib.Path(path).stem)[:64]
+    return f"torch-{stem}"
+
+
 def evaluate_run(workdir, step=None, best=False, batch_size=None, confusion_png=True,
                  torch_weights=None, config_file=None, tensorboard=None) -> dict:
     """Evaluates one checkpoint of `workdir` on its config's test split; see the module doc.
 
     Returns the figures printed by the command (`top1`, `top5`, `loss`, `params`,
-    `param_bytes`, `step`, `epoch`, `per_class`, ...) and writes WORKDIR/confusion.png
-    unless `confusion_png` is False, and (`tensorboard`, by default as `confusion_png`)
+    `param_bytes`, `step`, `epoch`, `per_class`, ...) and writes the confusion figure
+    (cifar_jax.confusion) to WORKDIR/confusion-stepN.png (confusion-torch-NAME.png for
+    --torch-weights NAME.pth) unless `confusion_png` is False, and (`tensorboard`, by default as `confusion_png`)
     the figures and that image to WORKDIR/tensorboard at the checkpoint's epoch (not for
     --torch-weights). Raises CifarJaxError for unusable input, before writing anything.
     """
@@ -128,9 +145,9 @@ def evaluate_run(workdir, step=None, best=False, batch_size=None, confusion_png=
                       for name, a in zip(data.class_names, per_class)},
     }
     if confusion_png and workdir:
-        from cifar_jax.report import CONFUSION_FILE, write_confusion
+        from cifar_jax.confusion import write_confusion
 
-        path = pathlib.Path(workdir) / CONFUSION_FILE
+        path = pathlib.Path(workdir) / confusion_file(_torch_source(torch_weights) if torch_weights else info["step"])
         result["confusion_png"] = str(write_confusion(path, matrix, data.class_names))
     if (confusion_png if tensorboard is None else tensorboard) and workdir and not torch_weights:
         from cifar_jax.tensorboard import write_evaluation
@@ -159,14 +176,14 @@ def format_report(result: dict) -> str:
     for start in range(0, len(items), 4):
         lines.append("  " + "   ".join(items[start : start + 4]))
     if "confusion_png" in result:
-        lines.append(f"Confusion matrix: {result['confusion_png']}")
+        lines.append(f"Confusion matrix, per-class accuracy and most confused pairs: {result['confusion_png']}")
     if "tensorboard" in result:
         lines.append(f"TensorBoard events: {result['tensorboard']}")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = ArgumentParser(prog="python -m cifar_jax.evaluate", description=__doc__.splitlines()[2])
+    parser = ArgumentParser(prog=command("evaluate"), description=DESCRIPTION)
     parser.add_argument("--workdir", help="the --workdir of a training run")
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--step", type=int, help="the train step of a checkpoint (default: latest)")

@@ -17,9 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
-from tqdm import tqdm
-
-from cifar_jax import faults, hosts
+from cifar_jax import faults, hosts, progress
 from cifar_jax.errors import ConfigError
 from cifar_jax.steps import eval_step, train_step
 
@@ -199,7 +197,8 @@ class NonFiniteStep(Exception):
 
 def train_epoch(state, images, labels, order, mask, rng, calls: int, desc: str, sharding=None, stop=None):
     """One pass over the data in `calls` equal compiled calls of `train_steps`, with a
-    progress bar (`desc`) in the primary process.
+    progress bar (`desc`) in the primary process (a plain line now and then when stderr is
+    not a terminal: cifar_jax.progress).
 
     The host stays one call ahead of the device: it waits for the previous call only to
     advance the progress bar, while the next is already queued. Each finished call's
@@ -222,7 +221,7 @@ def train_epoch(state, images, labels, order, mask, rng, calls: int, desc: str, 
         _check_finite(state, results[-1], (len(results) - 1) * (steps // calls))
         bar.update(steps // calls)
 
-    with tqdm(total=steps, desc=desc, leave=False, disable=not hosts.is_primary()) as bar:
+    with progress.epoch_progress(steps, desc, enabled=hosts.is_primary()) as bar:
         pending = None  # the metrics of the call the device is still running
         for call in range(calls):
             if stop and call:

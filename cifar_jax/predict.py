@@ -23,8 +23,13 @@ from cifar_jax.data.pixels import to_rgb32
 from cifar_jax.cli_common import ArgumentParser, quiet_orbax
 from cifar_jax.errors import CifarJaxError
 from cifar_jax.evaluate import compute_logits
+from cifar_jax.invocation import command
 
 TOP_K = 5
+DESCRIPTION = (
+    "Print the 5 most likely classes, with probabilities, of each image file, using a checkpoint "
+    "of the run in --workdir (default: its latest). Images of any size and mode are converted to "
+    "RGB and resized to 32x32, as the data layer does for image folders.")
 
 
 def read_image(path) -> tuple[np.ndarray, str]:
@@ -70,7 +75,7 @@ def predict(workdir, paths: Sequence[str], step: Optional[int] = None, best: boo
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = ArgumentParser(prog="python -m cifar_jax.predict", description=__doc__.splitlines()[2])
+    parser = ArgumentParser(prog=command("predict"), description=DESCRIPTION)
     parser.add_argument("--workdir", required=True, help="the --workdir of a training run")
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--step", type=int, help="the train step of a checkpoint (default: latest)")

@@ -18,7 +18,7 @@ features; and the start does not depend on an rng.
 
 At training time, `--config.pretrained=PATH_OR_WEIGHT_NAME` starts from these weights:
 `initial_variables(config, rng)` gives create_train_state its params and batch_stats.
-torch is needed only here (to read .pth files): `pip install -e ".[torch]"`.
+torch is needed only here (to read .pth files): `pip install "cifar-jax[torch]"`.
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ from cifar_jax.errors import CifarJaxError, ConfigError
 from cifar_jax.models.imagenet import ARCHITECTURES, HEAD_KEY, TORCHVISION_RENAMED
 
 PREFIX = "imagenet_"
-_TORCH_MISSING = 'reading torchvision weights needs PyTorch: pip install -e ".[torch]"'
+_TORCH_MISSING = 'reading torchvision weights needs PyTorch: pip install "cifar-jax[torch]"'
 _BN = {"scale": "weight", "bias": "bias"}
 _STATS = {"mean": "running_mean", "var": "running_var"}
 
@@ -104,19 +104,6 @@ def initial_variables(config, rng: jax.Array | None = None) -> Optional[dict]:
     check_pretrained(spec, config.model)
     _, variables = load_torchvision(config.model, spec, config.num_classes)
     return variables
-
-
-def with_pretrained(state, config, rng: jax.Array | None = None):
-    """`state` (a fresh TrainState of `config`) with its params and batch_stats from
-    `config.pretrained` and its optimizer state made anew for them; `state` itself when
-    `config.pretrained` is empty. For a fresh run only: a resumed run restores its own."""
-    variables = initial_variables(config, rng)
-    if variables is None:
-        return state
-    params = jax.tree.map(lambda old, new: jnp.asarray(new, old.dtype), state.params, variables["params"])
-    batch_stats = jax.tree.map(lambda old, new: jnp.asarray(new, old.dtype), state.batch_stats,
-                               variables["batch_stats"])
-    return state.replace(params=params, batch_stats=batch_stats, opt_state=jax.jit(state.tx.init)(params))
 
 
 def _torch_name(arch: str, flax_name: str) -> str:

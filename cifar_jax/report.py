@@ -1,13 +1,12 @@
-"""The run report: `curves.png` from WORKDIR/metrics.jsonl and `confusion.png`.
+"""The run's curves: `curves.png` from WORKDIR/metrics.jsonl, and the `report` command.
 
-`python -m cifar_jax.report --workdir DIR` (re)writes DIR/curves.png. matplotlib is
-imported only here, when a figure is drawn, and only its Agg renderer is used (no
-display needed). Figures are written to a temporary file and renamed, so a failure
-never leaves half a PNG behind.
+`cifar-jax report --workdir DIR` (or `python -m cifar_jax.report`) draws DIR/curves.png
+again: loss, accuracy, and the learning rate with Adam's beta1 (or SGD's momentum), per
+epoch, the best epoch marked. It imports no JAX (only numpy, and matplotlib through
+cifar_jax.png). evaluate's confusion figure is cifar_jax.confusion.
 """
 from __future__ import annotations
 
-import os
 import pathlib
 import sys
 from typing import Sequence
@@ -16,37 +15,16 @@ import numpy as np
 
 from cifar_jax.cli_common import ArgumentParser
 from cifar_jax.errors import CifarJaxError
-from cifar_jax.run_dir import METRICS_FILE, metric_lines
-from cifar_jax.run_files import write_error
-
-CURVES_FILE = "curves.png"
-CONFUSION_FILE = "confusion.png"
-
-
-def _figure(**kwargs):
-    try:
-        from matplotlib.figure import Figure  # Figure.savefig renders with Agg, no pyplot
-    except ImportError:
-        raise CifarJaxError("drawing the report needs matplotlib; pip install matplotlib") from None
-    return Figure(**kwargs)
-
-
-def _save(figure, path: pathlib.Path, dpi: int) -> pathlib.Path:
-    tmp = path.with_name(path.name + ".tmp.png")
-    try:
-        figure.savefig(tmp, dpi=dpi, format="png")
-        os.replace(tmp, path)
-    except OSError as error:
-        raise write_error(path, error) from None
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+from cifar_jax.invocation import command
+from cifar_jax.metrics_file import metric_lines
+from cifar_jax.png import new_figure, save_png
+from cifar_jax.run_layout import CURVES_FILE, METRICS_FILE
 
 
 def read_metrics(workdir) -> list[dict]:
     """The per-epoch records of WORKDIR/metrics.jsonl; for an epoch written twice (a run
     resumed from an earlier checkpoint) the last record wins. Sorted by epoch. A torn last
-    line (a crash while it was written) is left out with a warning (run_dir.metric_lines)."""
+    line (a crash while it was written) is left out with a warning (metrics_file.metric_lines)."""
     path = pathlib.Path(workdir) / METRICS_FILE
     if not path.is_file():
         raise CifarJaxError(f"{path} is missing; pass the --workdir of a training run")
@@ -54,73 +32,75 @@ def read_metrics(workdir) -> list[dict]:
     return [records[epoch] for epoch in sorted(records)]
 
 
+def epoch_ticks(epochs: int) -> list[int]:
+    """Integer x ticks for epochs 1..epochs: every one up to 10, else 1 and the multiples of
+    a round step (2, 5, 10, 20, 50, ...) that gives at most 10 more."""
+    step = next(s for s in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 10**9) if epochs / s <= 10)
+    return sorted({1, *range(step, epochs + 1, step)})
+
+
+def curves_figure(records: Sequence[dict], title: str = ""):
+    """The figure of curves.png for metrics.jsonl's `records`: three panels over epochs
+    counted from 1 (epoch 1 = the record of epoch 0, after one pass): train and test loss;
+    train and test accuracy; the learning rate of each epoch's last step, with beta1 (Adam)
+    or momentum (SGD) on a second axis. The best test accuracy's epoch is marked in each."""
+    epochs = [int(r["epoch"]) + 1 for r in records]
+
+    def series(key):
+        return np.array([np.nan if r.get(key) is None else float(r[key]) for r in records])
+
+    figure = new_figure(figsize=(15, 4.4), layout="constrained")
+    loss, accuracy, rates = figure.subplots(1, 3)
+    loss.plot(epochs, series("train_loss"), "o-", markersize=3, label="train loss")
+    loss.plot(epochs, series("test_loss"), "o-", markersize=3, label="test loss")
+    loss.set(ylabel="cross-entropy", title="Loss")
+    if any("train_acc" in r for r in records):
+        accuracy.plot(epochs, series("train_acc"), "o-", markersize=3, label="train accuracy")
+    test_acc = series("test_acc")
+    accuracy.plot(epochs, test_acc, "o-", markersize=3, label="test accuracy")
+    accuracy.set(ylabel="accuracy", title="Accuracy", ylim=(0, 1))
+    rates.plot(epochs, series("last_lr"), "o-", markersize=3, color="C2", label="learning rate")
+    rates.set(ylabel="learning rate (last step of the epoch)", title="Learning rate and momentum")
+    rates.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+    handles = rates.get_lines()
+    beta1 = series("last_beta1")
+    if not np.isnan(beta1).all():
+        momentum = rates.twinx()
+        handles += momentum.plot(epochs, beta1, "s--", markersize=3, color="C4", label="beta1 / momentum")
+        momentum.set_ylabel("beta1 (Adam) / momentum (SGD)")
+    if not np.isnan(test_acc).all():
+        best = int(np.nanargmax(test_acc))
+        for axes in (loss, accuracy, rates):
+            axes.axvline(epochs[best], color="0.5", linestyle=":", linewidth=1, label="best test accuracy")
+        accuracy.plot([epochs[best]], [test_acc[best]], "*", color="C3", markersize=12, zorder=5,
+                      label=f"best {test_acc[best]:.4f} (epoch {epochs[best]})")
+    ticks = epoch_ticks(max(epochs))
+    for axes in (loss, accuracy, rates):
+        axes.set_xticks(ticks)
+        axes.set_xlim(0.5, max(epochs) + 0.5)
+        axes.set_xlabel("epoch")
+        axes.grid(alpha=0.3)
+    loss.legend(fontsize=8)
+    accuracy.legend(fontsize=8, loc="lower right")
+    rates.legend(handles=handles, fontsize=8, loc="best")
+    figure.suptitle(title)
+    return figure
+
+
 def write_curves(workdir) -> pathlib.Path:
-    """WORKDIR/curves.png: train and test loss, and test (and train) accuracy, per epoch."""
+    """WORKDIR/curves.png from WORKDIR/metrics.jsonl (curves_figure)."""
     records = read_metrics(workdir)
     if not records:
         raise CifarJaxError(f"{pathlib.Path(workdir) / METRICS_FILE} holds no epochs yet")
-    epochs = [r["epoch"] for r in records]
-
-    def series(key):
-        return [r.get(key, np.nan) for r in records]
-
-    figure = _figure(figsize=(11, 4.2), layout="constrained")
-    loss, accuracy = figure.subplots(1, 2)
-    loss.plot(epochs, series("train_loss"), "o-", markersize=3, label="train loss")
-    loss.plot(epochs, series("test_loss"), "o-", markersize=3, label="test loss")
-    loss.set(xlabel="epoch", ylabel="cross-entropy", title="Loss")
-    if any("train_acc" in r for r in records):
-        accuracy.plot(epochs, series("train_acc"), "o-", markersize=3, label="train accuracy")
-    accuracy.plot(epochs, series("test_acc"), "o-", markersize=3, label="test accuracy")
-    best = int(np.nanargmax(series("test_acc")))
-    accuracy.annotate(f"best {records[best]['test_acc']:.4f} (epoch {epochs[best]})",
-                      (epochs[best], records[best]["test_acc"]), textcoords="offset points",
-                      xytext=(-10, -18), ha="right", fontsize=8)
-    accuracy.set(xlabel="epoch", ylabel="accuracy", title="Accuracy", ylim=(0, 1))
-    for axes in (loss, accuracy):
-        axes.grid(alpha=0.3)
-        axes.legend()
-    figure.suptitle(str(pathlib.Path(workdir).name))
-    return _save(figure, pathlib.Path(workdir) / CURVES_FILE, dpi=120)
-
-
-def write_confusion(path, matrix, class_names: Sequence[str]) -> pathlib.Path:
-    """A row-normalised confusion matrix as a PNG: row = true class, column = predicted
-    class, each row divided by its count (so the diagonal is per-class accuracy), class
-    names on both axes, a square-root colour scale and its colorbar. `matrix` holds
-    counts, shape (C, C)."""
-    matrix = np.asarray(matrix, np.float64)
-    classes = len(class_names)
-    if matrix.shape != (classes, classes):
-        raise ValueError(f"matrix of shape {matrix.shape} for {classes} class names")
-    rows = matrix.sum(axis=1, keepdims=True)
-    normalised = np.divide(matrix, rows, out=np.zeros_like(matrix), where=rows > 0)
-
-    # About 0.16 inch per class: 100 classes -> a 2400 px square at 150 dpi, names at 5 pt.
-    side = max(6.0, 0.16 * classes + 2.5)
-    font = 5 if classes > 40 else 8
-    figure = _figure(figsize=(side + 1.2, side), layout="constrained")
-    axes = figure.subplots()
-    from matplotlib.colors import PowerNorm
-
-    # A square-root colour scale: the few-percent confusions stay visible next to the diagonal.
-    image = axes.imshow(normalised, cmap="viridis", norm=PowerNorm(0.5, vmin=0, vmax=1),
-                        interpolation="nearest")
-    ticks = np.arange(classes)
-    axes.set_xticks(ticks, labels=list(class_names), rotation=90, fontsize=font)
-    axes.set_yticks(ticks, labels=list(class_names), fontsize=font)
-    axes.set_xlabel("predicted class")
-    axes.set_ylabel("true class")
-    accuracy = np.trace(matrix) / max(matrix.sum(), 1)
-    axes.set_title(f"Confusion matrix, rows normalised (top-1 {accuracy:.4f})")
-    colorbar = figure.colorbar(image, ax=axes, fraction=0.04, pad=0.01)
-    colorbar.set_label("fraction of the true class")
-    return _save(figure, pathlib.Path(path), dpi=150)
+    figure = curves_figure(records, pathlib.Path(workdir).absolute().name)
+    return save_png(figure, pathlib.Path(workdir) / CURVES_FILE, dpi=120)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = ArgumentParser(prog="python -m cifar_jax.report", description="Write WORKDIR/curves.png.")
-    parser.add_argument("--workdir", required=True)
+    parser = ArgumentParser(prog=command("report"), description=(
+        "Draw WORKDIR/curves.png again from WORKDIR/metrics.jsonl: loss, accuracy and learning rate "
+        "per epoch. Needs no JAX, so it also runs where the run's packages are not installed."))
+    parser.add_argument("--workdir", required=True, help="the --workdir of a training run")
     try:
         args = parser.parse_args(sys.argv[1:] if argv is None else argv)
         print(write_curves(args.workdir))

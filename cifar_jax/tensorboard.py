@@ -29,7 +29,8 @@ import struct
 import sys
 import time
 
-TENSORBOARD_DIR = "tensorboard"
+from cifar_jax.run_layout import TENSORBOARD_DIR
+
 TRAIN_SUFFIX = ".train"  # the training run's event file: events.out.tfevents.<time>.<host>.train
 # (tag, metrics.jsonl key): the per-epoch scalars read straight from a record.
 SCALARS = (

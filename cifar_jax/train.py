@@ -1,4 +1,4 @@
-"""`python -m cifar_jax.train --config configs/default.py --workdir runs/seed`
+"""`cifar-jax train --config default --workdir runs/seed` (or `python -m cifar_jax.train ...`)
 
 The training loop, `train_and_evaluate`: set up, then for each epoch train (compiled runs
 of steps, cifar_jax.multistep), evaluate, log, save. Side effects (files, printing,
@@ -19,7 +19,8 @@ from typing import Optional
 import jax
 from tqdm import tqdm
 
-from cifar_jax import checkpoint, faults, hosts, models, multistep, report, run_dir, run_files, tensorboard, workdir_lock
+from cifar_jax import (checkpoint, faults, hosts, models, multistep, report, run_dir, run_files, run_summary,
+                       tensorboard, workdir_lock)
 from cifar_jax.config import check_batch_size, resolve_config, split_command_line, validate_config
 from cifar_jax.data import load_dataset
 from cifar_jax.errors import CifarJaxError
@@ -39,8 +40,10 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
     Args:
       config: a run config (configs/default.py's keys), validated here.
       workdir: the run's folder; receives `config.json` (the resolved config),
-        `metrics.jsonl` (one line per epoch), `checkpoints/` (cifar_jax.checkpoint) and
-        `curves.png`.
+        `metrics.jsonl` (one line per epoch), `checkpoints/` (cifar_jax.checkpoint),
+        `tensorboard/` and `curves.png`. A run already trained for `config.num_epochs`
+        trains nothing (a larger num_epochs trains the epochs it lacks). The end prints a
+        summary: accuracy, speed, these paths (cifar_jax.run_summary).
 
     Returns:
       The final TrainState.
@@ -51,8 +54,10 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
         is not saved.
       faults.TrainingInterrupted: SIGINT/SIGTERM; the last finished epoch is saved first.
     """
+    started = time.perf_counter()
     validate_config(config)
     models.check_param_budget(config)  # max_param_mb, from shapes only: before anything is written
+    trained = []  # the records of the epochs this call trains
     with _own_workdir(workdir, config) as path:
         # Set up: devices, data, the model and its optimizer, the checkpoints.
         enable_compilation_cache(config.xla_cache_dir)
@@ -73,6 +78,8 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
             run = RunContext(path, checkpoints, stop, steps_per_epoch, data.class_names,
                              rngs={"augment": augment_rng, "data": data_key})
             state, start_epoch = _resume(run, state)
+            if start_epoch >= config.num_epochs and hosts.is_primary():
+                say(run_summary.already_complete(path, start_epoch, run.last_saved[1], config.num_epochs))
             run.curves = tensorboard.TrainingCurves(path, num_train, _metric_records(path), hosts.is_primary())
             state, run.rngs = multistep.replicate((state, run.rngs), mesh)
             train_images, train_labels, test_images, test_labels = multistep.replicate(
@@ -101,12 +108,17 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
                 record = _epoch_record(epoch, state, train, test, train_seconds,
                                        time.perf_counter() - epoch_start)
                 _log_epoch(path, record)
+                trained.append(record)
                 run.curves.add_epoch(record)  # WORKDIR/tensorboard, after metrics.jsonl has the epoch
                 _save_epoch(run, state, epoch, record)
             if stop:
                 _interrupt(run)
     if hosts.is_primary():
         report.write_curves(path)
+        records = _metric_records(path)
+        if records:
+            say(run_summary.summary(path, records, config.num_epochs, trained, time.perf_counter() - started,
+                                    num_train))
     return state
 
 
@@ -184,7 +196,8 @@ def _resume(run: RunContext, state: TrainState) -> tuple[TrainState, int]:
         run.last_saved = (resume.next_epoch - 1, resume.step)
         state, start_epoch = resume.state, resume.next_epoch
         run.rngs = {"augment": resume.rngs["augment"], "data": resume.rngs["data"]}
-        say(f"Resuming after epoch {start_epoch - 1} (step {resume.step}) from {run.checkpoints.directory}")
+        if start_epoch < run.checkpoints.num_epochs:  # else: already complete (said by the caller)
+            say(f"Resuming after epoch {start_epoch - 1} (step {resume.step}) from {run.checkpoints.directory}")
     if hosts.is_primary():
         run_dir.keep_metrics_before(run.path, start_epoch)
     return state, start_epoch
@@ -294,6 +307,11 @@ def main(argv: list[str] | None = None) -> int:
     """The command: 0 when done, 2 on a one-line error, 128 + N on signal N."""
     try:
         line = split_command_line(sys.argv[1:] if argv is None else argv)
+        if line.list_configs:
+            from cifar_jax.config_help import list_configs
+
+            print(list_configs())
+            return 0
         if line.help:
             from cifar_jax.config_help import train_help
 

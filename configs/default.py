@@ -3,13 +3,13 @@
 Every hyperparameter lives here; override any of them on the command line with
 `--config.KEY=VALUE`, e.g. `--config.num_epochs=10`.
 
-Another model on the same recipe: `--config configs/default.py:resnet18` (the part after
-':' is passed to `get_config`, as in ml_collections' config_flags; configs/resnet18.py, ...,
-efficientnet_b0.py are the same under their own names). Only `model` changes: the
+Another model on the same recipe: `--config default:resnet18` (the part after ':' is passed
+to `get_config`, as in ml_collections' config_flags; the named configs resnet18, ...,
+efficientnet_b0 are the same under their own names). Only `model` changes: the
 optimizer, schedule, epochs, batch size and augmentation stay this recipe, so the models
 compare on one pipeline. It is not tuned for them: their usual CIFAR recipe
 (kuangliu/pytorch-cifar: SGD, lr 0.1, momentum 0.9, weight decay 5e-4, cosine over 200
-epochs) is configs/sgd.py.
+epochs) is the named config sgd (configs/sgd.py).
 """
 import ml_collections
 
@@ -44,7 +44,7 @@ def get_config(model: str = "") -> ml_collections.ConfigDict:
 
     # Model.
     # resnet9 (the seed's) | resnet18 | resnet50 | resnet152 | vgg16 | mobilenet_v2 |
-    # efficientnet_b0: `python -m cifar_jax.zoo --list` prints their sizes.
+    # efficientnet_b0: `cifar-jax models --list` prints their sizes.
     # imagenet_<name> (resnet18, resnet50, resnet152, vgg16, vgg16_bn, mobilenet_v2,
     # efficientnet_b0): torchvision's ImageNet architectures, for `pretrained` below.
     config.model = model or "resnet9"

@@ -3,12 +3,10 @@
 defaults, fixed in the model (cifar_jax/models/efficientnet.py).
 
 Otherwise the seed recipe, untuned for this model (why: configs/default.py): the same as
-`--config configs/default.py:efficientnet_b0`.
+`--config default:efficientnet_b0`.
 """
-import pathlib
-
 from cifar_jax.config import load_config_file
 
 
 def get_config():
-    return load_config_file(f"{pathlib.Path(__file__).with_name('default.py')}:efficientnet_b0")
+    return load_config_file("default:efficientnet_b0")

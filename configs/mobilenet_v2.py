@@ -2,12 +2,10 @@
 100 classes.
 
 Otherwise the seed recipe, untuned for this model (why: configs/default.py): the same as
-`--config configs/default.py:mobilenet_v2`.
+`--config default:mobilenet_v2`.
 """
-import pathlib
-
 from cifar_jax.config import load_config_file
 
 
 def get_config():
-    return load_config_file(f"{pathlib.Path(__file__).with_name('default.py')}:mobilenet_v2")
+    return load_config_file("default:mobilenet_v2")

@@ -4,13 +4,11 @@ Over the seed's 100 MB size constraint: with the default max_param_mb this confi
 refused before anything runs. Pass --config.max_param_mb=0 (or 250) to train it anyway.
 
 Otherwise the seed recipe, untuned for this model (why: configs/default.py): the same as
-`--config configs/default.py:resnet152`.
+`--config default:resnet152`.
 """
-import pathlib
-
 from cifar_jax.config import load_config_file
 
 
 def get_config():
     # The seed's 100 MB budget (max_param_mb, from configs/default.py) is kept on purpose.
-    return load_config_file(f"{pathlib.Path(__file__).with_name('default.py')}:resnet152")
+    return load_config_file("default:resnet152")

@@ -2,12 +2,10 @@
 just under the default max_param_mb of 100.
 
 Otherwise the seed recipe, untuned for this model (why: configs/default.py): the same as
-`--config configs/default.py:resnet50`.
+`--config default:resnet50`.
 """
-import pathlib
-
 from cifar_jax.config import load_config_file
 
 
 def get_config():
-    return load_config_file(f"{pathlib.Path(__file__).with_name('default.py')}:resnet50")
+    return load_config_file("default:resnet50")

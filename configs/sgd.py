@@ -4,17 +4,15 @@ no gradient clipping.
 
 Differences from that script: the cosine is stepped every batch (kuangliu steps
 CosineAnnealingLR(T_max=200) once per epoch), and the data, augmentation (reflect padding) and
-model stay the default's: pick a model with e.g. --config.model=resnet18 (kuangliu's ResNet18).
+model stay the default's: pick a model with `--config sgd:resnet18` (kuangliu's ResNet18; the
+part after ':' is the model, as for default) or --config.model=resnet18.
+configs/transfer/finetune.py starts from this recipe.
 """
-import pathlib
-import runpy
-
-# Loaded by path so the file works wherever it is run from, like configs/smoke.py.
-_default = runpy.run_path(str(pathlib.Path(__file__).with_name("default.py")))
+from cifar_jax.config import load_config_file
 
 
-def get_config():
-    config = _default["get_config"]()
+def get_config(model: str = ""):
+    config = load_config_file(f"default:{model}" if model else "default")
     config.optimizer = "sgd"
     config.learning_rate = 0.1
     config.momentum = 0.9

@@ -1,11 +1,14 @@
-"""A tiny offline run on synthetic data: 3 epochs of 8 steps, most of its time compiling."""
-import pathlib
+"""A tiny offline run on synthetic data: three epochs of 8 steps of an eighth-width ResNet9.
 
+`cifar-jax train --config smoke --workdir runs/smoke` took 22 s with a warm compilation
+cache and 32-47 s cold (mostly XLA compiling the steps) on the project's 2-core AMD EPYC
+CPU shared with other work (jax 0.10.2, 2026-12-04).
+"""
 from cifar_jax.config import load_config_file
 
 
 def get_config():
-    config = load_config_file(str(pathlib.Path(__file__).with_name("default.py")))
+    config = load_config_file("default")
     config.dataset = "synthetic"
     config.num_classes = 10
     # Neither a multiple of its batch size: every smoke run trains on a padded, masked last

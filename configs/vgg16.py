@@ -2,12 +2,10 @@
 59.1 MB at 100 classes.
 
 Otherwise the seed recipe, untuned for this model (why: configs/default.py): the same as
-`--config configs/default.py:vgg16`.
+`--config default:vgg16`.
 """
-import pathlib
-
 from cifar_jax.config import load_config_file
 
 
 def get_config():
-    return load_config_file(f"{pathlib.Path(__file__).with_name('default.py')}:vgg16")
+    return load_config_file("default:vgg16")

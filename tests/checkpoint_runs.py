@@ -15,7 +15,7 @@ import numpy as np
 from cifar_jax import checkpoint
 from tests.conftest import REPO
 
-STEPS_PER_EPOCH = 8  # 512 synthetic training images / batch 64 in configs/smoke.py
+STEPS_PER_EPOCH = 8  # 250 synthetic training images / batch 32 in configs/smoke.py (the last batch padded)
 CLASS_NAMES = tuple(f"class_{i:02d}" for i in range(10))
 
 

@@ -108,8 +108,12 @@ def test_best_survives_reopening_the_manager(tmp_path):
     assert checkpoint.checkpoint_info(tmp_path, best=True)["step"] == 8
 
 
-def test_restore_gives_the_train_state_and_the_config(run):
-    state, config = checkpoint.restore(run)
+def test_restore_gives_the_train_state_and_the_config(run, caplog):
+    with caplog.at_level("INFO"):
+        state, config = checkpoint.restore(run)
+        checkpoint.checkpoint_info(run, best=True)
+    # Quiet from Python too: no "Given directory is read only" from Orbax's read-only managers.
+    assert [r.getMessage() for r in caplog.records if "read only" in r.getMessage()] == []
     assert int(state.step) == 40
     assert_trees_equal(state.params, state_after(4).params)
     assert_trees_equal(state.opt_state, state_after(4).opt_state)

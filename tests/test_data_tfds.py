@@ -160,7 +160,7 @@ def test_missing_tfds_says_how_to_install_it(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # import now raises ImportError
     with pytest.raises(DataError) as error:
         load_dataset(_config(tmp_path, dataset="tfds:cifar10", num_classes=10))
-    cifar_files.assert_one_line(error, 'pip install -e ".[tfds]"')
+    cifar_files.assert_one_line(error, 'pip install "cifar-jax[tfds]"')
 
 
 def test_importing_cifar_jax_does_not_import_tfds():

@@ -78,9 +78,10 @@ def _assert_read_correctly(data, source):
 
 
 def _failed_cleanly(data_dir, error, *fragments):
-    """One line naming `fragments`, and nothing under the archive's name."""
+    """One line naming `fragments`, nothing under the archive's name, and no lock file."""
     message = cifar_files.assert_one_line(error, *fragments)
     assert not (data_dir / ARCHIVE).exists()
+    assert not (data_dir / f"{ARCHIVE}.lock").exists()
     return message
 
 
@@ -437,6 +438,7 @@ def test_two_processes_download_once(server, body, data_dir, tmp_path):
     assert outputs == [f"{data_dir / ARCHIVE}\n"] * 2
     assert len(server.gets()) == 1
     assert (data_dir / ARCHIVE).read_bytes() == body
+    assert sorted(p.name for p in data_dir.iterdir()) == [ARCHIVE]  # the waiter left no new lock
 
 
 def test_sigint_mid_download_then_a_rerun_resumes(server, body, data_dir, tmp_path, capsys):
@@ -454,6 +456,7 @@ def test_sigint_mid_download_then_a_rerun_resumes(server, body, data_dir, tmp_pa
     assert child.returncode == 130, (tmp_path / "child.err").read_text()
     assert "interrupted" in (tmp_path / "child.err").read_text()
     assert part.stat().st_size == half and not (data_dir / ARCHIVE).exists()
+    assert sorted(p.name for p in data_dir.iterdir()) == [PART]  # kept to resume from; no lock
     server.release()
 
     assert download_cli.main(args) == 0  # the rerun

@@ -85,7 +85,8 @@ def test_evaluate_json_matches_eval_step(run, capsys):
     top1 = ranked[:, 0] == data.test_labels
     for i, name in enumerate(CLASS_NAMES):
         assert result["per_class"][name] == pytest.approx(top1[data.test_labels == i].mean(), abs=1e-9), name
-    png = run / "confusion.png"
+    png = run / "confusion-step24.png"
+    assert result["confusion_png"] == str(png)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and Image.open(png).size[0] >= 800
 
 
@@ -94,31 +95,36 @@ def test_evaluate_text_report_step_and_best(run, capsys):
     out = capsys.readouterr().out
     assert "(step 16, epoch 1)" in out and "474,666 parameters" in out
     assert "top-1 accuracy:" in out and "top-5 accuracy:" in out and "class_09" in out
+    assert out.rstrip().splitlines()[-2] == ("Confusion matrix, per-class accuracy and most confused pairs: "
+                                             f"{run / 'confusion-step16.png'}")
+    best_png = (run / "confusion-step16.png").read_bytes()
     assert evaluate.main(["--workdir", str(run), "--step", "24", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["step"] == 24
+    # One figure per step: evaluating another step leaves this one as it was.
+    assert (run / "confusion-step16.png").read_bytes() == best_png and (run / "confusion-step24.png").is_file()
 
 
 def test_evaluate_a_workdir_without_checkpoints(tmp_path, capsys):
     write_config(tmp_path, smoke_config())
     err = _error_of(evaluate.main, ["--workdir", str(tmp_path)], capsys)
     assert "no checkpoints in" in err and "cifar_jax.train" in err
-    assert not (tmp_path / "confusion.png").exists()
+    assert not list(tmp_path.glob("confusion*"))
     assert "does not exist" in _error_of(evaluate.main, ["--workdir", str(tmp_path / "nope")], capsys)
 
 
 def test_evaluate_a_step_that_does_not_exist(run_copy, capsys):
-    (run_copy / "confusion.png").write_bytes(b"old")
+    before = sorted(p.name for p in run_copy.iterdir())
     err = _error_of(evaluate.main, ["--workdir", str(run_copy), "--step", "9"], capsys)
     assert "no checkpoint at step 9" in err and "available steps: 8, 16, 24" in err
-    assert (run_copy / "confusion.png").read_bytes() == b"old"  # nothing overwritten
+    assert sorted(p.name for p in run_copy.iterdir()) == before  # nothing written
 
 
 def test_evaluate_refuses_a_damaged_step(run_copy, capsys):
-    (run_copy / "confusion.png").write_bytes(b"old")
+    (run_copy / "confusion-step24.png").write_bytes(b"old")
     os.truncate(biggest_file(step_dir(run_copy, 24) / "params"), 1000)
     err = _error_of(evaluate.main, ["--workdir", str(run_copy)], capsys)
     assert "checkpoint step 24" in err and "is damaged" in err and "--step with another one (8, 16)" in err
-    assert (run_copy / "confusion.png").read_bytes() == b"old"
+    assert (run_copy / "confusion-step24.png").read_bytes() == b"old"
     shutil.rmtree(step_dir(run_copy, 16) / "meta")
     err = _error_of(evaluate.main, ["--workdir", str(run_copy), "--step", "16"], capsys)
     assert "checkpoint step 16" in err and "meta" in err

@@ -127,13 +127,15 @@ def test_no_module_reads_another_modules_private_attributes():
     assert offenders == []
 
 
-def test_the_package_and_the_prefetch_command_start_without_jax():
-    """`import cifar_jax` and `python -m cifar_jax.download` import JAX only when a name
-    that needs it is used (a prefetch on a login node, `--help`: about 1 s instead of 10)."""
+def test_the_package_and_the_prefetch_and_report_commands_start_without_jax():
+    """`import cifar_jax`, `python -m cifar_jax.download` and `python -m cifar_jax.report`
+    import JAX only when a name that needs it is used (a prefetch on a login node, `--help`:
+    about 1 s instead of 10)."""
     import subprocess
     import sys
 
-    code = ("import sys, cifar_jax, cifar_jax.download; assert 'jax' not in sys.modules, 'jax imported'; "
+    code = ("import sys, cifar_jax, cifar_jax.download, cifar_jax.report, cifar_jax.cli; "
+            "assert 'jax' not in sys.modules, 'jax imported'; "
             "cifar_jax.train_step; assert 'jax' in sys.modules")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -34,6 +34,7 @@ def test_torch_state_dict_is_evaluated_in_jax(run_dir, tmp_path, capsys):
     assert main(["--workdir", str(workdir), "--torch-weights", str(weights), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["param_bytes"] == weights.stat().st_size and result["step"] is None
+    assert result["confusion_png"] == str(workdir / "confusion-torch-weights.png")
     # The same numbers as converting the file and running the JAX model on the test split.
     data = load_dataset(config)
     logits = compute_logits(load_torch_weights(weights, 10, config.width), config, data.test_images, 64)
@@ -50,7 +51,7 @@ def test_a_whole_pickled_model_is_refused_with_the_fix(run_dir, tmp_path, capsys
     assert main(["--workdir", str(workdir), "--torch-weights", str(whole)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err and "state_dict()" in err
-    assert not (workdir / "confusion.png").exists()
+    assert not list(workdir.glob("confusion*"))
 
 
 def test_torch_weights_with_a_config_file_and_no_workdir(tmp_path, monkeypatch, capsys):
@@ -62,7 +63,7 @@ def test_torch_weights_with_a_config_file_and_no_workdir(tmp_path, monkeypatch, 
     torch.manual_seed(1)
     weights = tmp_path / "weights.pth"
     torch.save(ResNet9(num_classes=10, width=config.width).state_dict(), weights)
-    monkeypatch.chdir(tmp_path)  # where a stray confusion.png would land
+    monkeypatch.chdir(tmp_path)  # where a stray confusion figure would land
     assert main(["--config", str(REPO / "configs" / "smoke.py"), "--torch-weights", str(weights), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["step"] is None and result["workdir"] is None and result["num_test"] == 256

@@ -138,26 +138,6 @@ def test_initial_variables_follow_the_config(resnet18_file):
     assert set(variables) == {"params", "batch_stats"}
 
 
-@pytest.mark.slow  # about 45 s on 2 loaded cores: create_train_state compiles resnet18's init
-def test_with_pretrained_fills_a_fresh_train_state(resnet18_file):
-    from cifar_jax.steps import create_train_state
-
-    config = load_config_file(str(REPO / "configs" / "default.py"))
-    with config.unlocked():
-        config.model, config.num_classes, config.pretrained = "imagenet_resnet18", 10, str(resnet18_file[0])
-    fresh = create_train_state(jax.random.key(0), config, steps_per_epoch=10)
-    state = pretrained.with_pretrained(fresh, config, jax.random.key(0))
-    _, variables = pretrained.load_torchvision("resnet18", resnet18_file[0], num_classes=10)
-    for name in ("params", "batch_stats"):
-        assert jax.tree.structure(getattr(state, name)) == jax.tree.structure(getattr(fresh, name))
-        assert jax.tree.all(jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), getattr(state, name),
-                                         variables[name]))
-    assert jax.tree.structure(state.opt_state) == jax.tree.structure(fresh.opt_state)
-    with config.unlocked():
-        config.pretrained = ""
-    assert pretrained.with_pretrained(fresh, config) is fresh
-
-
 def test_config_checks_are_one_line():
     config = load_config_file(str(REPO / "configs" / "default.py"))
     with config.unlocked():
@@ -231,7 +211,7 @@ def test_without_torch_the_error_says_how_to_install(monkeypatch, resnet18_file)
     monkeypatch.setitem(__import__("sys").modules, "torch", None)
     with pytest.raises(CifarJaxError) as error:
         pretrained.load_torchvision("resnet18", resnet18_file[0])
-    _one_line(error, 'pip install -e ".[torch]"')
+    _one_line(error, 'pip install "cifar-jax[torch]"')
 
 
 def test_weight_file_names_are_torchvisions(tv):

@@ -1,27 +1,15 @@
+"""curves.png and the confusion figure, read back through matplotlib's objects (tick
+labels, line data, bar labels, the image array) and decoded from the PNG files."""
 import json
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from cifar_jax import report
+from cifar_jax import confusion, report
 from cifar_jax.errors import CifarJaxError
 
 PNG = b"\x89PNG\r\n\x1a\n"
-# matplotlib's first two line colours (C0, C1) and viridis at 1.0 (the colour of a cell whose
-# whole row lies in it, with write_confusion's scale from 0 to 1).
-BLUE, ORANGE, YELLOW = (31, 119, 180), (255, 127, 14), (253, 231, 37)
-
-
-def _pixels(path):
-    """The PNG decoded, as an (H, W, 3) uint8 array."""
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
-
-
-def _near(pixels, colour, tolerance=12):
-    """Mask of the pixels within `tolerance` of `colour` in every channel."""
-    return (np.abs(pixels.astype(int) - np.asarray(colour)) <= tolerance).all(axis=-1)
 
 
 def _metrics(workdir, records):
@@ -29,9 +17,18 @@ def _metrics(workdir, records):
     (workdir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
 
 
-def _record(epoch, acc):
+def _record(epoch, acc, beta1=0.9):
     return {"epoch": epoch, "step": 8 * (epoch + 1), "train_loss": 2.0 - acc, "train_acc": acc - 0.05,
-            "test_loss": 2.1 - acc, "test_acc": acc, "last_lr": 1e-3}
+            "test_loss": 2.1 - acc, "test_acc": acc, "last_lr": 1e-3 / (epoch + 1), "last_beta1": beta1}
+
+
+def _lines(axes):
+    """{label: (x, y)} of the axes' lines."""
+    return {line.get_label(): (list(line.get_xdata()), list(line.get_ydata())) for line in axes.get_lines()}
+
+
+def _tick_labels(axes):
+    return [label.get_text() for label in axes.get_xticklabels()]
 
 
 def test_write_curves(tmp_path):
@@ -42,32 +39,53 @@ def test_write_curves(tmp_path):
     path = report.write_curves(tmp_path)
     assert path == tmp_path / "curves.png" and path.read_bytes()[:8] == PNG
     width, height = Image.open(path).size
-    assert width > height >= 400
+    assert width > 2.5 * height and height >= 400  # three panels side by side
     assert not list(tmp_path.glob("*.tmp*"))
-    # Decoded: not blank, and both series drawn in each panel (loss left, accuracy right).
-    pixels = _pixels(path)
-    assert pixels.shape == (height, width, 3)
+    pixels = np.asarray(Image.open(path).convert("RGB"))
     assert (pixels.min(axis=-1) < 200).mean() > 0.02  # axes, text and lines, not an empty canvas
-    for panel in (pixels[:, : width // 2], pixels[:, width // 2:]):
-        assert _near(panel, BLUE).sum() > 100 and _near(panel, ORANGE).sum() > 100
 
 
-def _test_accuracy_height(tmp_path, accuracies):
-    """Median row of the test-accuracy line (orange) in the accuracy panel: smaller is higher."""
-    _metrics(tmp_path, [_record(epoch, acc) for epoch, acc in enumerate(accuracies)])
-    pixels = _pixels(report.write_curves(tmp_path))
-    rows, _ = np.nonzero(_near(pixels[:, pixels.shape[1] // 2:], ORANGE))
-    return float(np.median(rows)), pixels
+def test_curves_figure_reads_back(tmp_path):
+    records = [_record(0, 0.2, 0.95), _record(1, 0.7, 0.85), _record(2, 0.5, 0.9), _record(3, 0.6, 0.95)]
+    figure = report.curves_figure(records, "run")
+    figure.draw_without_rendering()  # resolves the tick labels
+    loss, accuracy, rates, momentum = figure.axes
+    epochs = [1, 2, 3, 4]  # counted from 1: epoch 1 is the record of epoch 0
+    for axes in (loss, accuracy, rates):
+        assert _tick_labels(axes) == ["1", "2", "3", "4"] and axes.get_xlabel() == "epoch"
+    lines = _lines(loss)
+    assert lines["train loss"] == (epochs, [r["train_loss"] for r in records])
+    assert lines["test loss"] == (epochs, [r["test_loss"] for r in records])
+    lines = _lines(accuracy)
+    assert lines["test accuracy"] == (epochs, [0.2, 0.7, 0.5, 0.6])
+    assert lines["train accuracy"][1] == pytest.approx([0.15, 0.65, 0.45, 0.55])
+    assert lines["best 0.7000 (epoch 2)"] == ([2], [0.7])  # the best epoch's marker
+    for axes in (loss, accuracy, rates):  # and a line across every panel there
+        assert _lines(axes)["best test accuracy"][0] == [2, 2]
+    assert _lines(rates)["learning rate"] == (epochs, [r["last_lr"] for r in records])
+    assert _lines(momentum)["beta1 / momentum"] == (epochs, [0.95, 0.85, 0.9, 0.95])
+    assert momentum.get_ylabel() == "beta1 (Adam) / momentum (SGD)"
+    assert [axes.get_title() for axes in (loss, accuracy, rates)] == ["Loss", "Accuracy", "Learning rate and momentum"]
 
 
-def test_curves_follow_the_data(tmp_path):
-    # The accuracy panel has a fixed 0..1 scale: a run at 80-90 % draws its test line well
-    # above one at 10-20 %, and the two pictures differ.
-    high, high_pixels = _test_accuracy_height(tmp_path / "high", [0.8, 0.85, 0.9])
-    low, low_pixels = _test_accuracy_height(tmp_path / "low", [0.1, 0.15, 0.2])
-    assert high_pixels.shape == low_pixels.shape
-    assert low - high > 0.3 * high_pixels.shape[0] / 2, (high, low)
-    assert (high_pixels != low_pixels).any(axis=-1).mean() > 0.01
+def test_one_epoch_has_one_integer_tick_and_no_momentum_axis():
+    """A one-epoch run used to get ticks -0.04 ... 0.04; records without beta1 (older runs)
+    get no second axis."""
+    record = _record(0, 0.3)
+    del record["last_beta1"]
+    figure = report.curves_figure([record])
+    figure.draw_without_rendering()
+    assert len(figure.axes) == 3
+    for axes in figure.axes:
+        assert _tick_labels(axes) == ["1"]
+
+
+@pytest.mark.parametrize("epochs, ticks", [
+    (1, [1]), (3, [1, 2, 3]), (10, list(range(1, 11))), (11, [1, 2, 4, 6, 8, 10]),
+    (30, [1, 5, 10, 15, 20, 25, 30]), (200, [1, *range(20, 201, 20)]),
+])
+def test_epoch_ticks(epochs, ticks):
+    assert report.epoch_ticks(epochs) == ticks
 
 
 def test_curves_errors(tmp_path, capsys):
@@ -88,43 +106,64 @@ def test_report_cli_writes_curves(tmp_path, capsys):
     assert (tmp_path / "curves.png").read_bytes()[:8] == PNG
 
 
-def test_confusion_100_classes_is_large_enough_to_read(tmp_path):
-    rng = np.random.default_rng(0)
-    labels = rng.integers(0, 100, 5000)
-    predictions = np.where(rng.random(5000) < 0.7, labels, rng.integers(0, 100, 5000))
+# The confusion figure -------------------------------------------------------------------
+
+def _matrix_100():
+    """Counts of 100 classes, 50 images each: class i right 50 - (i + 1) // 2 times (class
+    99 is the worst, never right), and two chosen confusions on top of a uniform spread."""
     matrix = np.zeros((100, 100), np.int64)
-    np.add.at(matrix, (labels, predictions), 1)
+    for i in range(100):
+        right = 50 - (i + 1) // 2
+        matrix[i, i] = right
+        wrong = np.delete(np.arange(100), i)[: 50 - right]
+        matrix[i, wrong] += 1
+    matrix[10, 10] -= 9
+    matrix[10, 20] += 9  # 10 -> 20: the most confused pair (9 of 50; the spread's cells hold 1)
+    matrix[30, 30] -= 6
+    matrix[30, 40] += 6  # 30 -> 40: 6 of 50
+    return matrix
+
+
+def _find(figure, title):
+    return next(axes for axes in figure.axes if axes.get_title().startswith(title))
+
+
+def test_confusion_figure_at_100_classes_names_the_worst_and_the_confused():
+    matrix = _matrix_100()
     names = [f"class_name_{i}" for i in range(100)]
-    path = report.write_confusion(tmp_path / "confusion.png", matrix, names)
-    assert path.read_bytes()[:8] == PNG
-    width, height = Image.open(path).size
+    figure = confusion.confusion_figure(matrix, names)
+    figure.draw_without_rendering()
+    # The whole matrix, rows normalised, rows = true classes in order.
+    grid = _find(figure, "Confusion matrix")
+    np.testing.assert_allclose(grid.get_images()[0].get_array(), matrix / matrix.sum(axis=1, keepdims=True))
+    assert [t.get_text() for t in grid.get_yticklabels()] == names
+    assert any("square-root" in axes.get_ylabel() for axes in figure.axes)  # the colorbar says its scale
+    # All classes' accuracy as sorted bars, then the 15 worst by name, worst first.
+    accuracy = np.diag(matrix) / matrix.sum(axis=1)
+    bars = _find(figure, "Per-class accuracy, all 100 classes sorted")
+    np.testing.assert_allclose([p.get_height() for p in bars.patches], np.sort(accuracy))
+    worst = _find(figure, "The 15 worst classes")
+    labels = [t.get_text() for t in worst.get_yticklabels()]
+    assert labels == [names[i] for i in np.argsort(accuracy, kind="stable")[:15]]
+    assert labels[0] == "class_name_99"
+    # The most confused pairs: 10 -> 20 first (9 of 50), 30 -> 40 second (6 of 50).
+    pairs = _find(figure, "Most confused pairs")
+    labels = [t.get_text() for t in pairs.get_yticklabels()]
+    assert labels[:2] == ["class_name_10 \u2192 class_name_20", "class_name_30 \u2192 class_name_40"]
+    assert [p.get_width() for p in pairs.patches][:2] == pytest.approx([9 / 50, 6 / 50])
+    # write_confusion saves it at 150 dpi (evaluate's tests write and decode the file).
+    width, height = figure.get_size_inches() * 150
     assert min(width, height) >= 2000  # ~25 px per class row, room for the names
-    assert _pixels(path).shape == (height, width, 3)
     with pytest.raises(ValueError, match="class names"):
-        report.write_confusion(tmp_path / "x.png", matrix, names[:10])
+        confusion.confusion_figure(matrix, names[:10])
 
 
-def _yellow_cells(tmp_path, name, matrix):
-    """(rows, columns) of the pixels drawn in the colour of a full row, left of the colorbar."""
-    path = report.write_confusion(tmp_path / name, matrix, [f"c{i}" for i in range(len(matrix))])
-    pixels = _pixels(path)
-    rows, columns = np.nonzero(_near(pixels[:, : int(pixels.shape[1] * 0.8)], YELLOW))
-    return rows, columns, pixels
-
-
-def test_confusion_picture_shows_the_matrix(tmp_path):
-    """The decoded picture, not only its header: a diagonal matrix draws full-row cells along
-    the main diagonal (top left to bottom right, rows = true classes), a reversed one along
-    the other diagonal, and a uniform one none at all. Rows are normalised, so a row of 5
-    counts lights its cell as brightly as a row of 50."""
-    classes = 10
-    diagonal = np.diag(np.arange(1, classes + 1) * 5)
-    rows, columns, diagonal_pixels = _yellow_cells(tmp_path, "diagonal.png", diagonal)
-    assert len(rows) > 10 * classes  # every cell is many pixels
-    assert np.corrcoef(rows, columns)[0, 1] > 0.95
-    rows, columns, _ = _yellow_cells(tmp_path, "reversed.png", diagonal[::-1])
-    assert np.corrcoef(rows, columns)[0, 1] < -0.95
-    rows, _, uniform_pixels = _yellow_cells(tmp_path, "uniform.png", np.full((classes, classes), 7))
-    assert len(rows) == 0
-    assert uniform_pixels.shape == diagonal_pixels.shape
-    assert (uniform_pixels != diagonal_pixels).any(axis=-1).mean() > 0.05
+def test_confusion_figure_of_few_classes_and_of_no_mistakes():
+    names = [f"c{i}" for i in range(4)]
+    figure = confusion.confusion_figure(np.diag([5, 0, 3, 4]), names)  # class 1 has no test image
+    figure.draw_without_rendering()
+    bars = _find(figure, "Per-class accuracy, worst first")  # few classes: one panel, all named
+    assert [t.get_text() for t in bars.get_yticklabels()] == ["c0", "c2", "c3"]
+    assert _find(figure, "Most confused pairs").texts[0].get_text() == "no image was misclassified"
+    assert confusion.most_confused(np.array([[3, 1, 0], [2, 2, 0], [0, 0, 0]])) == [
+        (1, 0, 0.5, 2), (0, 1, 0.25, 1)]

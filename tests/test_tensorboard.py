@@ -105,7 +105,7 @@ def test_evaluate_adds_per_class_accuracy_and_the_confusion_image(resumed_run):
     images = [(event.step, value.image) for name, event in events if name.endswith(suffix)
               for value in event.summary.value if value.tag == "evaluate/confusion"]
     assert len(images) == 1 and images[0][0] == 2
-    png = (workdir / "confusion.png").read_bytes()
+    png = (workdir / f"confusion-step{result['step']}.png").read_bytes()
     assert images[0][1].encoded_image_string == png and images[0][1].width > 100
     # The training curves are untouched by evaluating.
     assert set(scalars(events)) == TRAIN_TAGS
@@ -155,7 +155,8 @@ def test_dry_run_of_a_trained_run_says_finished_or_where_it_resumes(resumed_run,
     argv = ["--config", str(REPO / "configs" / "smoke.py"), "--workdir", str(copy), "--dry-run"]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert f"Workdir: {copy} holds the finished run (checkpoint step 24, epoch 2): a run trains nothing" in out
+    assert (f"Workdir: {copy} holds the finished run (checkpoint step 24, epoch 2): a run trains nothing "
+            "(a larger --config.num_epochs trains it longer)") in out
     shutil.rmtree(copy / "checkpoints" / "24")
     before = _tree(copy)
     assert main(argv) == 0

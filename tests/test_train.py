@@ -1,5 +1,7 @@
+import io
 import json
 import os
+import shlex
 import subprocess
 import sys
 
@@ -157,7 +159,7 @@ def test_a_batch_larger_than_the_data_is_refused_and_leaves_no_folder(tmp_path, 
 
 
 def test_missing_config_file_and_workdir(tmp_path, capsys):
-    assert "does not exist" in _error_of(["--config", "nope.py", "--workdir", str(tmp_path)], capsys)
+    assert "is neither a file" in _error_of(["--config", "nope.py", "--workdir", str(tmp_path)], capsys)
     assert "--workdir is required" in _error_of(["--config", str(REPO / "configs/smoke.py")], capsys)
 
 
@@ -231,3 +233,80 @@ def test_a_model_variant_is_the_default_config_with_another_model(capsys):
     assert {key for key in default if default[key] != variant[key]} == {"model"}
     err = _error_of(["--config", f"{REPO / 'configs' / 'smoke.py'}:resnet18", "--workdir", "unused"], capsys)
     assert "get_config('resnet18') in " in err and "smoke.py failed: TypeError" in err
+
+
+def _summary_records(accuracies, train_seconds):
+    return [{"epoch": e, "test_acc": a, "train_seconds": s} for e, (a, s) in enumerate(zip(accuracies, train_seconds))]
+
+
+def test_the_end_of_run_summary(tmp_path):
+    from cifar_jax import run_summary
+
+    workdir = tmp_path / "my run"
+    (workdir / "tensorboard").mkdir(parents=True)
+    (workdir / "curves.png").write_bytes(b"png")
+    records = _summary_records([0.3, 0.8, 0.5, 0.6], [9.0, 2.0, 2.0, 4.0])
+    text = run_summary.summary(workdir, records, 4, records[1:], 125.0, 1000)
+    quoted = shlex.quote(str(workdir))
+    assert text.splitlines() == [
+        f"Run finished: 4 epochs trained, in {workdir}",
+        "  test top-1   0.6000 after the last epoch (4), best 0.8000 after epoch 2 (Epoch [1] in the log)",
+        # 3 epochs trained by this command: the speed leaves the first (it compiled) out.
+        "  time         2 min 05 s wall for this command, which trained 3 epochs",
+        "  speed        333 train images/s (the 2 epochs after the first, which also compiled)",
+        f"  checkpoints  {workdir / 'checkpoints'}   (evaluate the best: python -m cifar_jax.evaluate "
+        f"--workdir {quoted} --best)",
+        f"  metrics      {workdir / 'metrics.jsonl'}",
+        f"  curves       {workdir / 'curves.png'}",
+        f"  TensorBoard  {workdir / 'tensorboard'}   (pip install tensorboard; tensorboard --logdir "
+        f"{shlex.quote(str(workdir / 'tensorboard'))})",
+    ]
+    (workdir / "tensorboard").rmdir()
+    text = run_summary.summary(workdir, records[:2], 3, records[1:2], 7200.0, 1000)
+    assert text.startswith(f"Run finished: 2 of 3 epochs trained, in {workdir}\n")
+    assert "0.8000 after the last epoch (2), the run's best" in text
+    assert "2 h 00 min wall for this command, which trained 1 epoch\n" in text
+    assert "  speed        500 train images/s (one epoch, compiling included)\n" in text
+    assert "TensorBoard" not in text
+
+
+def test_num_epochs_may_change_to_train_a_run_longer():
+    from cifar_jax.config import training_changes
+
+    saved = json.loads(load_config_file("smoke").to_json())
+    assert training_changes(saved, {**saved, "num_epochs": 6}) == []
+    assert training_changes(saved, {**saved, "num_epochs": 6, "seed": 1}) == ["seed"]
+
+
+class _Stream(io.StringIO):
+    def __init__(self, terminal):
+        super().__init__()
+        self.terminal = terminal
+
+    def isatty(self):
+        return self.terminal
+
+
+def test_progress_off_a_terminal_is_a_plain_line_now_and_then():
+    from cifar_jax import progress
+
+    now = [0.0]
+    stream = _Stream(terminal=False)
+    plain = progress.PlainProgress(100, "epoch 3", stream, interval=60, clock=lambda: now[0])
+    for _ in range(10):  # ten calls of 10 steps, 25 s each
+        now[0] += 25
+        plain.update(10)
+    # A line once 60 s have passed since the last (at 75, 150 and 225 s); none at the end.
+    assert stream.getvalue() == ("epoch 3: 30/100 steps (30%), 75 s so far, about 175 s to go\n"
+                                 "epoch 3: 60/100 steps (60%), 150 s so far, about 100 s to go\n"
+                                 "epoch 3: 90/100 steps (90%), 225 s so far, about 25 s to go\n")
+    with progress.epoch_progress(8, "epoch 0", file=stream) as bar:
+        assert isinstance(bar, progress.PlainProgress)
+    terminal = _Stream(terminal=True)
+    with progress.epoch_progress(8, "epoch 0", file=terminal) as bar:
+        bar.update(8)
+    assert "\r" in terminal.getvalue() and "epoch 0" in terminal.getvalue()  # tqdm's bar, on a terminal only
+    quiet = _Stream(terminal=True)
+    with progress.epoch_progress(8, "epoch 0", enabled=False, file=quiet) as bar:
+        bar.update(8)
+    assert quiet.getvalue() == ""

@@ -11,11 +11,10 @@ import numpy as np
 
 from cifar_jax import hosts
 from cifar_jax.errors import CifarJaxError
+from cifar_jax.run_layout import CHECKPOINT_DIR, CONFIG_FILE  # noqa: F401  (re-exported to manager, restoring)
 
-CHECKPOINT_DIR = "checkpoints"
 DAMAGED_DIR = "checkpoints_damaged"  # damaged checkpoints are moved here when a run resumes
 FOREIGN_DIR = "checkpoints_other_config"  # and checkpoints of runs with another config here
-CONFIG_FILE = "config.json"  # written by cifar_jax.train
 FORMAT_VERSION = 1
 ARRAY_ITEMS = ("params", "batch_stats", "train")
 META_ITEM = "meta"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import math
 import pathlib
 import shutil
@@ -21,8 +22,9 @@ from cifar_jax import hosts
 from cifar_jax.checkpoint.layout import (ARRAY_ITEMS, BEST_METRIC, CHECKPOINT_DIR, CONFIG_FILE, FORMAT_VERSION,
                                          META_FILE, META_ITEM, CheckpointWriteError, digest)
 from cifar_jax.data.pixels import IMAGE_SIZE
-from cifar_jax.config import complete_saved_config
+from cifar_jax.config import load_saved_config
 from cifar_jax.errors import CifarJaxError, ConfigError, one_line
+from cifar_jax.invocation import command_line
 
 
 
@@ -62,18 +64,8 @@ def load_run_config(workdir) -> ml_collections.ConfigDict:
     if not file.parent.is_dir():
         raise CifarJaxError(f"workdir {workdir} does not exist; pass the --workdir of a training run")
     if not file.is_file():
-        raise CifarJaxError(f"{file} is missing; pass the --workdir of a cifar_jax.train run")
-    try:
-        values = json.loads(file.read_text(), object_pairs_hook=lambda pairs: {k: _tuples(v) for k, v in pairs})
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CifarJaxError(f"{file} is not readable JSON ({one_line(error)}); restore it from the run")
-    if not isinstance(values, dict):
-        raise CifarJaxError(f"{file} does not hold a config object; restore it from the run")
-    return ml_collections.ConfigDict(complete_saved_config(values))
-
-
-def _tuples(value):
-    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+        raise CifarJaxError(f"{file} is missing; pass the --workdir of a training run")
+    return ml_collections.ConfigDict(load_saved_config(file))
 
 
 def _best_metric(metrics) -> float:
@@ -129,7 +121,26 @@ def _manager(directory: pathlib.Path, keep: int, read_only: bool) -> ocp.Checkpo
     # float32 size (Orbax's default zstd saves ~9 % on the default model's weights).
     handlers = {name: ocp.PyTreeCheckpointHandler(use_compression=False) for name in ARRAY_ITEMS}
     handlers[META_ITEM] = MetaHandler(filename=META_FILE)
-    return ocp.CheckpointManager(directory, options=options, item_handlers=handlers)
+    with _without_read_only_notice():
+        return ocp.CheckpointManager(directory, options=options, item_handlers=handlers)
+
+
+class _ReadOnlyNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Given directory is read only")
+
+
+@contextlib.contextmanager
+def _without_read_only_notice():
+    """Drops the warning Orbax logs (through absl) for each read-only manager: readers open
+    a run's checkpoints read-only on purpose, and `restore` from Python should be as quiet
+    as the commands. Only that message, only while the manager is built."""
+    logger, notice = logging.getLogger("absl"), _ReadOnlyNotice()
+    logger.addFilter(notice)
+    try:
+        yield
+    finally:
+        logger.removeFilter(notice)
 
 
 def open_manager(workdir, config) -> RunCheckpoints:
@@ -148,9 +159,15 @@ def open_reader(workdir, config) -> ocp.CheckpointManager:
     """A read-only manager of WORKDIR/checkpoints; CifarJaxError if there is none."""
     directory = pathlib.Path(workdir).absolute() / CHECKPOINT_DIR
     if not directory.is_dir():
-        raise CifarJaxError(f"no checkpoints in {workdir} (no {CHECKPOINT_DIR}/ folder); train with "
-                            f"python -m cifar_jax.train --workdir {workdir} first")
+        raise CifarJaxError(f"no checkpoints in {workdir} (no {CHECKPOINT_DIR}/ folder); {train_first(workdir)}")
     return _manager(directory, checkpoint_settings(config)[1], read_only=True)
+
+
+def train_first(workdir) -> str:
+    """The hint for a run's workdir without a checkpoint: the command that trains it, with
+    the run's own config.json (the run started there and stopped before its first save)."""
+    saved = pathlib.Path(workdir) / CONFIG_FILE
+    return f"train that run (it saves after each epoch): {command_line('train', '--config', saved, '--workdir', workdir)}"
 
 
 def should_save(checkpoints: RunCheckpoints, epoch: int) -> bool:

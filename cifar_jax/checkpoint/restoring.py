@@ -22,7 +22,8 @@ from cifar_jax import hosts
 from cifar_jax.checkpoint.layout import (ARRAY_ITEMS, BEST_METRIC, CONFIG_FILE, DAMAGED_DIR, FOREIGN_DIR,
                                          FORMAT_VERSION, META_ITEM, CheckpointWarning, DamagedCheckpoint,
                                          ForeignCheckpoint, digest, tree_paths)
-from cifar_jax.checkpoint.manager import MetaRestore, RunCheckpoints, load_run_config, open_reader, wait
+from cifar_jax.checkpoint.manager import (MetaRestore, RunCheckpoints, load_run_config, open_reader, train_first,
+                                          wait)
 from cifar_jax.config import training_changes
 from cifar_jax.data.pixels import IMAGE_SIZE
 from cifar_jax.errors import CifarJaxError, one_line
@@ -281,8 +282,7 @@ def _move_aside(directory: pathlib.Path, step: int, folder_name: str) -> pathlib
 def _select_step(manager, workdir, step: Optional[int], best: bool) -> int:
     steps = sorted(manager.all_steps())
     if not steps:
-        raise CifarJaxError(f"no checkpoints in {workdir}; train with python -m cifar_jax.train "
-                            f"--workdir {workdir} first")
+        raise CifarJaxError(f"no checkpoints in {workdir}; {train_first(workdir)}")
     if step is not None and best:
         raise CifarJaxError("pass either a step or best, not both")
     if best:

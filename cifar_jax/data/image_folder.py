@@ -112,6 +112,32 @@ def folder_layout(root) -> dict:
     return _select(root, _list_folder(root))
 
 
+def archive_layout(archive) -> dict:
+    """{split: {class: [(name, size in bytes)]}} of an image folder archive from its member
+    list alone: a tar's headers (a .tar.gz is decompressed in passing, its members skipped),
+    a zip's directory. No image is read or decoded and no cache written; DataError (one
+    line) for an unreadable archive or one without class folders."""
+    archive = pathlib.Path(archive)
+    if archive.name.lower().endswith(".zip"):
+        try:
+            with zipfile.ZipFile(archive) as zf:
+                sizes = {parts: info.file_size for info in zf.infolist()
+                         if not info.is_dir() and (parts := _parts(info.filename))}
+        except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as e:
+            raise DataError(f"{archive} is not a readable zip archive ({e}); it is truncated or "
+                            "corrupt: create or download it again") from None
+    else:
+        try:
+            raw = _open_maybe_gzip(archive)  # buffered: skipping members is ~2x faster than r:gz
+            with raw, tarfile.open(fileobj=raw, mode="r:") as tar:
+                sizes = {parts: info.size for info in tar if info.isreg() and (parts := _parts(info.name))}
+        except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
+            raise DataError(f"{archive} is not a readable tar archive ({type(e).__name__}: "
+                            f"{' '.join(str(e).split())}); it is truncated or corrupt: create or download it "
+                            "again") from None
+    return _select(archive, sizes)
+
+
 def _list_folder(root):
     files = {}
     for pattern in ("*/*/*", "*/*/*/*"):

@@ -25,7 +25,7 @@ def load_tfds(name: str, data_dir: str, download: bool) -> Dataset:
         import tensorflow_datasets as tfds
     except ImportError:
         raise DataError(f'dataset tfds:{name} needs TFDS, but tensorflow_datasets is not installed: '
-                        'run pip install -e ".[tfds]"') from None
+                        'run pip install "cifar-jax[tfds]"') from None
     folder = str(pathlib.Path(data_dir).expanduser().absolute()) if data_dir else None
     where = folder or "TFDS's default data_dir"
     try:

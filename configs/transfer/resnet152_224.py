@@ -1,6 +1,6 @@
 """resnet152 fine-tuned from torchvision's ImageNet weights (ResNet152_Weights.IMAGENET1K_V2) at 224x224:
 the shared recipe of configs/transfer/finetune.py (SGD nesterov, lr 0.01, weight decay 5e-4,
-one warmup epoch into a cosine, 10 epochs, batch 128, ImageNet mean/std) with the changes below.
+one warmup epoch into a cosine, 10 epochs, batch 128, ImageNet mean/std), with the changes below.
 
 The seed's result for this model: 55.42 % (seed_resnet152.py).
 What it aims at: no published figure for this exact setting was checked here; a deeper ResNet with better
@@ -9,13 +9,11 @@ grad_accum_steps 2: two passes of 64 images per step of 128, estimated at about 
 (docs/finetuning.md, Memory); raise it to 4 on a smaller GPU.
 Not measured by us yet (no weights or GPU where it was written).
 """
-import pathlib
-
 from cifar_jax.config import load_config_file
 
 
 def get_config():
-    config = load_config_file(f"{pathlib.Path(__file__).with_name('finetune.py')}:imagenet_resnet152")
+    config = load_config_file("transfer/finetune:imagenet_resnet152")
     config.pretrained = "ResNet152_Weights.IMAGENET1K_V2"
     config.grad_accum_steps = 2
     return config

@@ -7,12 +7,10 @@ What it aims at: about 80 %: DocsaidLab's ImageNet-pretrained ResNet18 reached 7
 against 57.92 % at 32x32 (DocsaidLab/cifar100_training_demo, README_en.md; ArcFace head, AdamW).
 Not measured by us yet (no weights or GPU where it was written).
 """
-import pathlib
-
 from cifar_jax.config import load_config_file
 
 
 def get_config():
-    config = load_config_file(f"{pathlib.Path(__file__).with_name('finetune.py')}:imagenet_resnet18")
+    config = load_config_file("transfer/finetune:imagenet_resnet18")
     config.pretrained = "ResNet18_Weights.IMAGENET1K_V1"
     return config

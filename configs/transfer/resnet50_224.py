@@ -9,12 +9,10 @@ margin head, AdamW, 200 epochs, over 80 % within 5 epochs). Above it: BiT-M R50x
 (google-research/big_transfer README), but pretrained on ImageNet-21k, not these weights.
 Not measured by us yet (no weights or GPU where it was written).
 """
-import pathlib
-
 from cifar_jax.config import load_config_file
 
 
 def get_config():
-    config = load_config_file(f"{pathlib.Path(__file__).with_name('finetune.py')}:imagenet_resnet50")
+    config = load_config_file("transfer/finetune:imagenet_resnet50")
     config.pretrained = "ResNet50_Weights.IMAGENET1K_V2"
     return config

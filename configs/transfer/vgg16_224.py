@@ -1,6 +1,6 @@
 """vgg16 fine-tuned from torchvision's ImageNet weights (VGG16_Weights.IMAGENET1K_V1) at 224x224:
 the shared recipe of configs/transfer/finetune.py (SGD nesterov, lr 0.01, weight decay 5e-4,
-one warmup epoch into a cosine, 10 epochs, batch 128, ImageNet mean/std) with the changes below.
+one warmup epoch into a cosine, 10 epochs, batch 128, ImageNet mean/std), with the changes below.
 
 The seed's result for this model: 64.88 % (seed_vgg16.py; the report ran out of CUDA memory with it).
 What it aims at: no published figure for this exact setting was checked here; the aim is the
@@ -10,13 +10,11 @@ out of GPU memory with VGG16); one pass of 64 at 224 is estimated at about 9 GiB
 (cifar_jax.memory, docs/finetuning.md).
 Not measured by us yet (no weights or GPU where it was written).
 """
-import pathlib
-
 from cifar_jax.config import load_config_file
 
 
 def get_config():
-    config = load_config_file(f"{pathlib.Path(__file__).with_name('finetune.py')}:imagenet_vgg16")
+    config = load_config_file("transfer/finetune:imagenet_vgg16")
     config.pretrained = "VGG16_Weights.IMAGENET1K_V1"
     config.learning_rate = 0.005
     config.grad_accum_steps = 2
