@@ -109,8 +109,7 @@ def _init_program(model: nn.Module, tx, image_shape: tuple):
     """rng -> {"params", "batch_stats"} of `model.init` on one zero image of `image_shape`
     (and `tx.init` of the params, unless `tx` is None), jitted once per setting: one
     compiled program, not hundreds of eagerly dispatched ops (one per initializer), and not
-    traced again for an equal setting. Under jax.eval_shape (restore templates) it only
-    traces."""
+    traced again for an equal setting."""
 
     def init(rng):
         variables = model.init(rng, jnp.zeros((1, *image_shape), jnp.float32), train=False)
@@ -119,7 +118,14 @@ def _init_program(model: nn.Module, tx, image_shape: tuple):
         return variables if tx is None else (variables, tx.init(variables["params"]))
 
     options = _CPU_INIT_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
-    return jax.jit(init, compiler_options=options)
+    jitted = jax.jit(init, compiler_options=options)
+
+    def run(rng):
+        # Traced (jax.eval_shape of a restore template): shapes only, and a jit nested in a
+        # trace may not carry compiler options.
+        return init(rng) if isinstance(rng, jax.core.Tracer) else jitted(rng)
+
+    return run
 
 
 def random_init(model: nn.Module, rng: jax.Array, image_shape=(32, 32, 3)) -> dict:

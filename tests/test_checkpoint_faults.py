@@ -141,8 +141,8 @@ def test_other_removals_are_refused_or_restore_exactly(run, tmp_path, damage):
 
 
 def test_a_full_disk_while_saving_is_one_clear_error_and_leaves_no_partial_checkpoint(tmp_path):
-    """A real ENOSPC: a 9 MiB tmpfs holds one smoke checkpoint (~6 MB) but not two."""
-    with tiny_disk(tmp_path / "disk", "9m") as disk:
+    """A real ENOSPC: a 2 MiB tmpfs holds one smoke checkpoint (1.6 MB) but not two."""
+    with tiny_disk(tmp_path / "disk", "2m") as disk:
         config = smoke_config(num_epochs=3)
         write_config(disk, config)
         checkpoints = checkpoint.open_manager(disk, config)

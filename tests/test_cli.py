@@ -236,8 +236,8 @@ def test_dry_run_of_a_new_synthetic_run(tmp_path, capsys):
     assert out.startswith("Dry run: nothing is trained, downloaded or written.\nConfig:\n  dataset=synthetic\n")
     assert "  width=0.5\n" in out and err == ""
     assert lines["Model"].startswith("resnet9 width 0.5, 10 classes:") and "parameters" in lines["Model"]
-    assert lines["Data"] == "synthetic, generated in memory: 512 train / 256 test images, 10 classes"
-    assert lines["Steps"] == "8 per epoch (batch 64), 24 in 3 epochs"
+    assert lines["Data"] == "synthetic, generated in memory: 250 train / 125 test images, 10 classes"
+    assert lines["Steps"] == "8 per epoch (batch 32, the last one 26 images, padded and masked), 24 in 3 epochs"
     assert lines["Devices"].startswith("1 cpu device") and "float32 compute" in lines["Devices"]
     assert lines["Workdir"] == f"{workdir} is new: a run creates it and starts at epoch 0"
     assert not workdir.exists()
@@ -283,9 +283,10 @@ def test_dry_run_of_an_image_folder_counts_its_images(tmp_path, capsys):
             for i in range(count):
                 (folder / f"{i}.png").write_bytes(b"not decoded by a dry run")
     _, lines, _ = _dry_run(["--config", SMOKE, "--workdir", str(tmp_path / "w"), "--config.dataset=image_folder",
-                            f"--config.data_dir={tmp_path / 'images'}", "--config.num_classes=2"], capsys)
+                            f"--config.data_dir={tmp_path / 'images'}", "--config.num_classes=2",
+                            "--config.batch_size=4"], capsys)
     assert lines["Data"] == f"image_folder {tmp_path / 'images'}: 6 train / 4 test images, 2 classes"
-    assert lines["Steps"] == "1 per epoch (batch 64, the last one 6 images, padded and masked), 3 in 3 epochs"
+    assert lines["Steps"] == "2 per epoch (batch 4, the last one 2 images, padded and masked), 6 in 3 epochs"
     _, lines, _ = _dry_run(["--config", SMOKE, "--workdir", str(tmp_path / "w"), "--config.dataset=image_folder",
                             f"--config.data_dir={tmp_path / 'images'}"], capsys, code=2)
     assert lines["Data"].endswith("2 classes, but num_classes=10; pass --config.num_classes=2")
@@ -317,10 +318,10 @@ def _image_archive(path, kind):
 def test_dry_run_of_an_image_folder_archive_counts_and_checks_its_classes(tmp_path, capsys, kind):
     archive = _image_archive(tmp_path / f"images.{kind}", kind)
     argv = ["--config", SMOKE, "--workdir", str(tmp_path / "w"), "--config.dataset=image_folder",
-            f"--config.data_dir={archive}"]
+            f"--config.data_dir={archive}", "--config.batch_size=4"]
     _, lines, err = _dry_run([*argv, "--config.num_classes=3"], capsys)
     assert lines["Data"] == f"image_folder archive {archive}: 6 train / 3 test images, 3 classes" and err == ""
-    assert lines["Steps"] == "1 per epoch (batch 64, the last one 6 images, padded and masked), 3 in 3 epochs"
+    assert lines["Steps"] == "2 per epoch (batch 4, the last one 2 images, padded and masked), 6 in 3 epochs"
     # The smoke config's 10 classes: refused, as the run would be after decoding every image.
     _, lines, err = _dry_run(argv, capsys, code=2)
     assert lines["Data"] == (f"refused: image_folder archive {archive}: 6 train / 3 test images, 3 classes, "
@@ -374,7 +375,7 @@ def test_named_configs_load_from_any_folder(tmp_path, monkeypatch):
         assert named_configs.find(name) == REPO / "configs" / f"{name}.py"
         assert load_config_file(name).to_dict() == load_config_file(str(REPO / "configs" / f"{name}.py")).to_dict()
     assert load_config_file("default:resnet18").model == "resnet18"
-    assert load_config_file("smoke.py").width == 0.25
+    assert load_config_file("smoke.py").width == 0.125
     assert load_config_file("transfer/seed_resnet50").pretrained == "ResNet50_Weights.IMAGENET1K_V1"
     # A file that exists wins over the name.
     (tmp_path / "smoke").write_text("import ml_collections\ndef get_config():\n"

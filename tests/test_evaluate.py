@@ -93,7 +93,7 @@ def test_evaluate_json_matches_eval_step(run, capsys):
 def test_evaluate_text_report_step_and_best(run, capsys):
     assert evaluate.main(["--workdir", str(run), "--best", "--batch-size", "100"]) == 0
     out = capsys.readouterr().out
-    assert "(step 16, epoch 1)" in out and "474,666 parameters" in out
+    assert "(step 16, epoch 1)" in out and "119,546 parameters" in out
     assert "top-1 accuracy:" in out and "top-5 accuracy:" in out and "class_09" in out
     assert out.rstrip().splitlines()[-2] == ("Confusion matrix, per-class accuracy and most confused pairs: "
                                              f"{run / 'confusion-step16.png'}")

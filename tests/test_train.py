@@ -48,7 +48,7 @@ def test_train_and_evaluate_writes_metrics_and_config(tmp_path, smoke_config, ca
     workdir = tmp_path / "run"
     state = train_and_evaluate(smoke_config, str(workdir))
     out = capsys.readouterr().out
-    assert "474,666 parameters" in out and "MB" in out
+    assert "119,546 parameters" in out and "MB" in out
     assert "Epoch [2], last_lr:" in out and "test_acc:" in out
     records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [0, 1, 2]

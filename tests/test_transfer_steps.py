@@ -2,9 +2,11 @@
 `image_size` in the steps, `freeze_backbone` as feature extraction, `grad_accum_steps`, their
 config checks, and each configs/transfer/ recipe through the CLI at a tiny size.
 
-A tiny ResNet9 (width 0.125, 10 classes, batch 8) serves the step tests (a ResNet18 the
-resize test: ResNet9 needs 32x32 inputs); each setting compiles its own train step once."""
+The smoke config's state and batch size (32) serve the step tests, so the default step
+shares its compiled program with tests/test_steps.py; a ResNet18 serves the resize test
+(ResNet9 needs 32x32 inputs), its train step traced for shapes only."""
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -19,15 +21,16 @@ from cifar_jax.errors import ConfigError
 from cifar_jax.evaluate import compute_logits
 from cifar_jax.steps import StepConfig, create_train_state, eval_step, train_step
 from cifar_jax.train import main
+from tests.checkpoint_runs import smoke_state
 from tests.conftest import REPO
 
-BATCH = 8
+BATCH = 32  # configs/smoke.py's batch_size
+SMALL = 8  # the batch of the tests that build a state of their own (_config)
 
 
 def _config(**changes):
     config = load_config_file(str(REPO / "configs" / "smoke.py"))
-    config.width = 0.125
-    config.batch_size = BATCH
+    config.batch_size = SMALL
     for key, value in changes.items():
         config[key] = value
     return config
@@ -54,7 +57,7 @@ def _with(state, **step_settings):
 
 @pytest.fixture(scope="module")
 def state():
-    return create_train_state(jax.random.key(0), _config(), steps_per_epoch=4)
+    return smoke_state()
 
 
 # --- Resize -----------------------------------------------------------------------------------
@@ -139,18 +142,21 @@ def test_train_and_eval_feed_the_model_image_size_inputs():
     state = create_train_state(jax.random.key(0), config, steps_per_epoch=4)
     assert state.step_config.image_size == 64
     big, seen = _recording(state)
-    batch = _batch(4)
-    train_step(big, batch, jax.random.key(0))
+    batch = _batch(4, n=SMALL)
+    # The train step traced for shapes only (what reaches the model is decided while
+    # tracing; compiling ResNet18's backward pass would only add time).
+    _, shapes = jax.eval_shape(train_step, big, batch, jax.random.key(0))
+    assert shapes["loss"].shape == () and shapes["loss"].dtype == jnp.float32
     metrics = eval_step(big, batch)
-    assert seen == [(BATCH, 64, 64, 3), (BATCH, 64, 64, 3)]
+    assert seen == [(SMALL, 64, 64, 3), (SMALL, 64, 64, 3)]
     variables = {"params": state.params, "batch_stats": state.batch_stats}
     x = jax.image.resize(normalize(batch["image"], state.step_config.mean, state.step_config.std),
-                         (BATCH, 64, 64, 3), "bilinear")
-    logits = state.apply_fn(variables, x, train=False)
+                         (SMALL, 64, 64, 3), "bilinear")
+    logits = jax.jit(lambda v, x: state.apply_fn(v, x, train=False))(variables, x)
     expected = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
     np.testing.assert_allclose(metrics["loss"], expected, rtol=1e-5)
     # The evaluate and predict CLIs' logits (cifar_jax.evaluate.compute_logits) resize too.
-    ours = compute_logits(variables, config, np.asarray(batch["image"]), batch_size=BATCH)
+    ours = compute_logits(variables, config, np.asarray(batch["image"]), batch_size=SMALL)
     np.testing.assert_allclose(ours, logits, rtol=1e-4, atol=1e-5)
 
 
@@ -193,9 +199,9 @@ def test_a_frozen_backbone_keeps_its_params_and_statistics_and_the_head_trains()
     config = _config(freeze_backbone=True, augment=False)
     frozen = create_train_state(jax.random.key(0), config, steps_per_epoch=4)
     assert frozen.step_config.freeze_backbone
-    batch = _batch(5)
+    batch = _batch(5, n=SMALL)
     new, metrics = train_step(frozen, batch, jax.random.key(0))
-    new, _ = train_step(new, _batch(6), jax.random.key(0))
+    new, _ = train_step(new, _batch(6, n=SMALL), jax.random.key(0))
     head = models.HEAD_KEY
     for key in frozen.params:
         for a, b in zip(jax.tree.leaves(new.params[key]), jax.tree.leaves(frozen.params[key])):
@@ -209,17 +215,18 @@ def test_a_frozen_backbone_keeps_its_params_and_statistics_and_the_head_trains()
 # --- Gradient accumulation --------------------------------------------------------------------
 
 
-def _reference(state, images, labels, real):
+@functools.partial(jax.jit, static_argnums=0)
+def _reference(apply_fn, params, batch_stats, images, labels, real):
     """(gradient of the mean loss over the real examples, BatchNorm statistics after one
-    train-mode pass) of one microbatch, computed directly."""
+    train-mode pass) of one microbatch, computed directly (one program for every call)."""
 
     def loss_fn(params):
-        logits, updates = state.apply_fn({"params": params, "batch_stats": state.batch_stats}, images,
-                                         train=True, mask=real, mutable=["batch_stats"])
+        logits, updates = apply_fn({"params": params, "batch_stats": batch_stats}, images,
+                                   train=True, mask=real, mutable=["batch_stats"])
         losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
         return jnp.sum(losses * real) / jnp.sum(real), updates["batch_stats"]
 
-    return jax.jit(jax.grad(loss_fn, has_aux=True))(state.params)
+    return jax.grad(loss_fn, has_aux=True)(params)
 
 
 def test_two_microbatches_give_the_batch_gradient_and_two_sequential_statistics_updates(state):
@@ -235,7 +242,7 @@ def test_two_microbatches_give_the_batch_gradient_and_two_sequential_statistics_
         grads, stats = [], plain
         for (x, y, real), count in zip(parts, counts):
             if count:
-                g, batch_stats = _reference(stats, x, y, real)
+                g, batch_stats = _reference(stats.apply_fn, stats.params, stats.batch_stats, x, y, real)
                 grads.append(jax.tree.map(lambda t: t * count, g))
                 stats = stats.replace(batch_stats=batch_stats)
         expected = jax.tree.map(lambda *g: sum(g) / sum(counts), *grads)
@@ -269,7 +276,7 @@ def test_the_memory_estimate_follows_microbatches_and_freezing():
     one = estimate_train_bytes(config)
     two = estimate_train_bytes(config, grad_accum_steps=2)
     frozen = estimate_train_bytes(_config(freeze_backbone=True))
-    assert one["microbatch"] == BATCH and two["microbatch"] == BATCH // 2
+    assert one["microbatch"] == SMALL and two["microbatch"] == SMALL // 2
     assert one["params"] == 4 * models.param_count(models.build("resnet9", 10, 0.125))
     assert two["gradients"] == 2 * one["gradients"]
     assert 0.45 < two["activations"] / one["activations"] < 0.55
