@@ -1,6 +1,8 @@
 """Shared test setup: CPU only, and a persistent XLA cache for this run so that identical
 train steps compiled by several tests (and by CLI subprocesses) compile once per run."""
 import atexit
+import contextlib
+import io
 import os
 import pathlib
 import shutil
@@ -75,7 +77,7 @@ def smoke_run(tmp_path_factory):
     """One uninterrupted run of configs/smoke.py through train_and_evaluate (3 epochs of 8
     steps over 250 images, the last batch of each 26 real and 6 padding; checkpoints at steps
     8, 16, 24), shared by every test that needs a finished run. Its `calls` are the
-    train_steps calls' shapes and metrics. Tests must not change it: copy the workdir
+    train_steps calls' shapes and metrics, `out` what it printed. Tests must not change it: copy the workdir
     (`shutil.copytree`) to resume, damage or extend it. Its compiled steps are the ones every
     smoke run of the suite, in-process or CLI subprocess, reuses (one XLA cache per run)."""
     import types
@@ -87,7 +89,8 @@ def smoke_run(tmp_path_factory):
     config = load_config_file(str(REPO / "configs" / "smoke.py"))
     workdir = tmp_path_factory.mktemp("smoke_run") / "run"
     spy = TrainStepsSpy(multistep.train_steps)
-    with pytest.MonkeyPatch.context() as patch:
+    out = io.StringIO()
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(out):
         patch.setattr(multistep, "train_steps", spy)
         state = jax.device_get(train_and_evaluate(config, str(workdir)))
-    return types.SimpleNamespace(config=config, workdir=workdir, state=state, calls=spy.calls)
+    return types.SimpleNamespace(config=config, workdir=workdir, state=state, calls=spy.calls, out=out.getvalue())

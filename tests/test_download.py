@@ -535,15 +535,14 @@ def test_download_timeout_must_be_positive():
     cifar_files.assert_one_line(error, "--config.download_timeout")
 
 
-@pytest.mark.slow  # a training run: compiling its steps takes a minute on a loaded 2-core machine
-def test_train_command_downloads_then_trains(tmp_path, monkeypatch, capsys):
-    # configs/smoke.py as it is, on a downloaded archive of the same shapes (512/256 images,
-    # 10 classes): the compiled steps are those of the suite's other smoke runs (one XLA cache).
+def test_train_command_downloads_then_trains(tmp_path, monkeypatch, capsys, smoke_run):
+    # configs/smoke.py as it is, on a downloaded archive of the same shapes (250/125 images,
+    # 10 classes): the compiled steps are the shared smoke run's (one XLA cache per test run).
     from cifar_jax import train
 
     rng = np.random.default_rng(1)
-    path = cifar_files.write_cifar_archive(tmp_path / "source", "cifar10", cifar_files.random_cifar_split(rng, 512, 10),
-                                           cifar_files.random_cifar_split(rng, 256, 10))
+    path = cifar_files.write_cifar_archive(tmp_path / "source", "cifar10", cifar_files.random_cifar_split(rng, 250, 10),
+                                           cifar_files.random_cifar_split(rng, 125, 10))
     variant = cifar_archive.VARIANTS["cifar10"]
     monkeypatch.setitem(cifar_archive.VARIANTS, "cifar10",
                         dataclasses.replace(variant, md5=md5_of(path), size=path.stat().st_size))
@@ -552,5 +551,5 @@ def test_train_command_downloads_then_trains(tmp_path, monkeypatch, capsys):
                            str(tmp_path / "run"), "--config.dataset=cifar10", f"--config.data_url={server.url()}"])
     out, err = capsys.readouterr()
     assert code == 0, err
-    assert "Data: cifar10, 512 train / 256 test images" in out
+    assert "Data: cifar10, 250 train / 125 test images" in out
     assert (tmp_path / "data" / variant.archive).is_file() and len(server.gets()) == 1

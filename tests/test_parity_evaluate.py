@@ -66,7 +66,7 @@ def test_torch_weights_with_a_config_file_and_no_workdir(tmp_path, monkeypatch, 
     monkeypatch.chdir(tmp_path)  # where a stray confusion figure would land
     assert main(["--config", str(REPO / "configs" / "smoke.py"), "--torch-weights", str(weights), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["step"] is None and result["workdir"] is None and result["num_test"] == 256
+    assert result["step"] is None and result["workdir"] is None and result["num_test"] == 125
     assert "confusion_png" not in result and sorted(p.name for p in tmp_path.iterdir()) == ["weights.pth"]
     data = load_dataset(config)
     logits = compute_logits(load_torch_weights(weights, 10, config.width), config, data.test_images,

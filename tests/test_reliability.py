@@ -53,10 +53,9 @@ def _smoke(**overrides):
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("straight") / "run"
-    state = train_and_evaluate(_smoke(), str(workdir))
-    return workdir, jax.device_get(state)
+def uninterrupted(smoke_run):
+    """The suite's shared smoke run (tests/conftest.py): its workdir and final state."""
+    return smoke_run.workdir, smoke_run.state
 
 
 def _assert_same_run(workdir, straight_dir, state=None, straight=None):

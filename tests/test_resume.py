@@ -19,14 +19,9 @@ def _records(workdir):
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory, request):
-    from cifar_jax.config import load_config_file
-    from tests.conftest import REPO
-
-    config = load_config_file(str(REPO / "configs" / "smoke.py"))
-    workdir = tmp_path_factory.mktemp("straight") / "run"
-    state = train_and_evaluate(config, str(workdir))
-    return config, workdir, state
+def uninterrupted(smoke_run):
+    """The suite's shared smoke run (tests/conftest.py): config, workdir, final state."""
+    return smoke_run.config, smoke_run.workdir, smoke_run.state
 
 
 def _damage(checkpoint_dir, how):
@@ -41,7 +36,7 @@ def _damage(checkpoint_dir, how):
 def test_resume_after_epoch_1_matches_the_uninterrupted_run(tmp_path, uninterrupted, how, capsys):
     config, straight_dir, straight = uninterrupted
     workdir = tmp_path / "run"
-    train_and_evaluate(config, str(workdir))
+    shutil.copytree(straight_dir, workdir)  # the same run, stopped below before its last save
     last = workdir / "checkpoints" / str(int(straight.step))
     _damage(last, how)
     capsys.readouterr()
@@ -80,8 +75,9 @@ def test_resume_after_epoch_1_matches_the_uninterrupted_run(tmp_path, uninterrup
     assert (workdir / "curves.png").stat().st_size > 0
 
 
-def test_rerunning_a_finished_run_trains_nothing(uninterrupted, capsys):
-    config, workdir, straight = uninterrupted
+def test_rerunning_a_finished_run_trains_nothing(uninterrupted, tmp_path, capsys):
+    config, finished, straight = uninterrupted
+    workdir = shutil.copytree(finished, tmp_path / "run")
     before = (workdir / "metrics.jsonl").read_text()
     capsys.readouterr()
     state = train_and_evaluate(config, str(workdir))

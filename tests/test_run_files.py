@@ -79,7 +79,7 @@ def test_a_disk_full_during_training_loses_nothing(disk, monkeypatch, capsys):
     assert err == (f"error: could not write {workdir / 'metrics.jsonl'} (No space left on device); free space "
                    "on that disk or pass another --workdir; the files written before it are intact")
     config = json.loads((workdir / "config.json").read_text())  # whole, and the run's
-    assert config["dataset"] == "synthetic" and config["width"] == 0.25
+    assert config["dataset"] == "synthetic" and config["width"] == 0.125
     assert not (workdir / "metrics.jsonl").exists() or (workdir / "metrics.jsonl").read_bytes() == b""
     assert not (workdir / ".lock").exists()
     assert not list((workdir / "checkpoints").iterdir())  # the epoch's checkpoint was never started

@@ -60,19 +60,14 @@ def _assert_curves_equal_metrics(workdir, num_train):
 
 
 @pytest.fixture(scope="module")
-def resumed_run(tmp_path_factory):
-    """configs/smoke.py trained for its 3 epochs, the last checkpoint removed, and the run
-    started again (it resumes after epoch 1 and trains epoch 2 a second time)."""
-    from cifar_jax.config import load_config_file
-    from tests.conftest import REPO
-
-    config = load_config_file(str(REPO / "configs" / "smoke.py"))
-    workdir = tmp_path_factory.mktemp("tensorboard") / "run"
-    train_and_evaluate(config, str(workdir))
+def resumed_run(smoke_run, tmp_path_factory):
+    """The suite's smoke run (3 epochs), copied, its last checkpoint removed, and started
+    again (it resumes after epoch 1 and trains epoch 2 a second time)."""
+    workdir = shutil.copytree(smoke_run.workdir, tmp_path_factory.mktemp("tensorboard") / "run")
     first = read_events(workdir / "tensorboard")
     shutil.rmtree(workdir / "checkpoints" / "24")  # as if the run had stopped before saving epoch 2
-    train_and_evaluate(config, str(workdir))
-    return config, workdir, first
+    train_and_evaluate(smoke_run.config, str(workdir))
+    return smoke_run.config, workdir, first
 
 
 def test_training_curves_equal_metrics_jsonl_without_duplicates_after_resume(resumed_run):

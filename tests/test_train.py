@@ -44,17 +44,15 @@ def test_steps_per_call_divides_the_epoch(steps, calls, expected):
     assert size == expected and steps % size == 0
 
 
-def test_train_and_evaluate_writes_metrics_and_config(tmp_path, smoke_config, capsys):
-    workdir = tmp_path / "run"
-    state = train_and_evaluate(smoke_config, str(workdir))
-    out = capsys.readouterr().out
+def test_train_and_evaluate_writes_metrics_and_config(smoke_run):
+    config, workdir, state, out = smoke_run.config, smoke_run.workdir, smoke_run.state, smoke_run.out
     assert "119,546 parameters" in out and "MB" in out
     assert "Epoch [2], last_lr:" in out and "test_acc:" in out
     records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [0, 1, 2]
-    steps_per_epoch = 512 // 64
+    steps_per_epoch = 8  # 250 images in batches of 32, the last one padded
     assert [r["step"] for r in records] == [8, 16, 24] and int(state.step) == 24
-    lr, _ = one_cycle_schedules(smoke_config, 3 * steps_per_epoch)
+    lr, _ = one_cycle_schedules(config, 3 * steps_per_epoch)
     assert records[0]["last_lr"] == pytest.approx(float(lr(7)), rel=1e-5)
     # Synthetic data is learnable: well above the 10 % of chance after 3 short epochs.
     assert records[-1]["test_acc"] > 0.3
@@ -70,12 +68,48 @@ def _run_cli(*args, cwd=REPO):
     )
 
 
-def test_cli_smoke_run(tmp_path):
+# `python -m cifar_jax.train`, reporting at exit which compiled programs it took from the
+# persistent compilation cache and which it compiled (JAX's public monitoring events).
+CHILD_COUNTING_COMPILES = """
+import atexit, collections, json, runpy, sys
+import jax
+hits, compiled, since = collections.Counter(), collections.Counter(), []
+def on_event(event, **kwargs):
+    if event == "/jax/compilation_cache/cache_hits":
+        since.append(1)
+def on_duration(event, duration, **kwargs):
+    if event == "/jax/core/compile/backend_compile_duration":
+        name = str(kwargs.get("fun_name", "?"))
+        (hits if since else compiled)[name] += 1
+        since.clear()
+jax.monitoring.register_event_listener(on_event)
+jax.monitoring.register_event_duration_secs_listener(on_duration)
+atexit.register(lambda: print("COMPILES", json.dumps({"hits": hits, "compiled": compiled})))
+sys.argv[0] = "cifar_jax.train"
+runpy.run_module("cifar_jax.train", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_cli_smoke_run_takes_the_steps_this_test_run_compiled(tmp_path, smoke_run):
+    """The README's smoke command in a new process, after the in-process smoke run compiled
+    the same steps: the one XLA cache of the test run (tests/conftest.py) hands them over, so
+    the subprocess compiles none of the big programs again."""
     workdir = tmp_path / "smoke"
-    result = _run_cli("--config", "configs/smoke.py", "--workdir", str(workdir), "--config.num_epochs=2")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    result = subprocess.run([sys.executable, "-c", CHILD_COUNTING_COMPILES, "--config", "configs/smoke.py",
+                             "--workdir", str(workdir)], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
-    assert "Epoch [1]" in result.stdout
-    assert len((workdir / "metrics.jsonl").read_text().splitlines()) == 2
+    assert "Epoch [2]" in result.stdout
+    line = [line for line in result.stdout.splitlines() if line.startswith("COMPILES ")][-1]
+    counts = json.loads(line[len("COMPILES "):])
+    for program in ("jit(train_steps)", "jit(eval_batches)", "jit(init)"):
+        assert counts["hits"].get(program) == 1 and program not in counts["compiled"], line
+    # The same metrics, epoch for epoch: the same run (timings aside).
+    timing = ("train_seconds", "epoch_seconds")
+    ours, theirs = ([{k: v for k, v in json.loads(line).items() if k not in timing}
+                     for line in (path / "metrics.jsonl").read_text().splitlines()]
+                    for path in (workdir, smoke_run.workdir))
+    assert ours == theirs
 
 
 def _image_folder(root, train_classes, test_classes):
@@ -152,7 +186,7 @@ def test_a_batch_larger_than_the_data_is_refused_and_leaves_no_folder(tmp_path, 
     argv = ["--config", str(REPO / "configs/smoke.py"), "--workdir", str(tmp_path / "new" / "runs" / "run"),
             "--config.dataset=image_folder", f"--config.data_dir={folder}", f"--config.cache_dir={tmp_path / 'cache'}",
             "--config.num_classes=2"]
-    expected = "batch_size=64 is more than the 2 training images; set --config.batch_size to at most 2"
+    expected = "batch_size=32 is more than the 2 training images; set --config.batch_size to at most 2"
     assert expected in _error_of(argv + ["--dry-run"], capsys)
     assert expected in _error_of(argv, capsys)
     assert not (tmp_path / "new").exists()
