@@ -1,11 +1,12 @@
 """The train and eval steps: padding and masking, the scanned multi-step call, the learning
 rate, augmentation on and off, inference mode.
 
-Every step here runs the smoke config's state (tests/checkpoint_runs.smoke_state) on a batch
-of its batch size (32), so the compiled programs are the ones the README example and the
-training loop's tests compile too (one XLA cache per test run): a train step on a batch
-without a mask (the README's), and the scanned call of two steps over the smoke data set
-(the loop's, with --config.progress_updates=4, as a GPU runs it)."""
+Every step here runs the smoke config on a batch of its batch size (32), so the compiled
+programs are ones other tests compile too: a train step on a batch without a mask from the
+state README.md's example loop trains (7 steps per epoch: it drops the last, short batch),
+a train step on a masked batch (tests/test_transfer_steps.py), and the scanned call of two
+steps over the smoke data set (the loop's, with --config.progress_updates=4, as a GPU runs
+it; tests/test_loop_promises.py)."""
 import dataclasses
 
 import jax
@@ -17,7 +18,7 @@ import pytest
 from cifar_jax import multistep
 from cifar_jax.augment import normalize
 from cifar_jax.data import load_dataset
-from cifar_jax.steps import eval_step, train_step
+from cifar_jax.steps import create_train_state, eval_step, train_step
 from tests.checkpoint_runs import smoke_config, smoke_state
 from tests.compiles import count_compilations
 
@@ -27,6 +28,12 @@ BATCH = 32  # configs/smoke.py's batch_size
 @pytest.fixture
 def state():
     return smoke_state()
+
+
+@pytest.fixture(scope="module")
+def readme_state():
+    """The state README.md's example loop builds: 250 // 32 = 7 steps per epoch."""
+    return create_train_state(jax.random.key(0), smoke_config(), 250 // BATCH)
 
 
 def _constant_images(n, seed=0):
@@ -125,7 +132,8 @@ def test_scanned_steps_equal_single_steps_and_compile_once(state):
     assert int(scanned.step) == 4
 
 
-def test_train_step_updates_state_and_reports_lr(state):
+def test_train_step_updates_state_and_reports_lr(readme_state):
+    state = readme_state
     batch = {"image": jnp.asarray(_constant_images(BATCH)), "label": jnp.arange(BATCH) % 10}
     new, metrics = train_step(state, batch, jax.random.key(0))
     assert int(new.step) == 1
@@ -165,7 +173,8 @@ def test_eval_batches_count_only_real_examples(state):
     np.testing.assert_allclose(multistep.weighted_mean(metrics, "accuracy"), direct["accuracy"])
 
 
-def test_augment_switch_turns_crop_and_flip_off(state):
+def test_augment_switch_turns_crop_and_flip_off(readme_state):
+    state = readme_state
     rng = np.random.default_rng(2)
     batch = {
         "image": jnp.asarray(rng.integers(0, 256, (BATCH, 32, 32, 3), dtype=np.uint8)),
