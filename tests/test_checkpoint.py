@@ -30,8 +30,6 @@ from tests.conftest import REPO
 
 ACCURACIES = [0.1, 0.9, 0.2, 0.3, 0.4]  # best at epoch 1 (step 16)
 
-# A failed restore of a damaged checkpoint leaves Orbax coroutines for the garbage collector.
-pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,6 @@ from cifar_jax.data import load_dataset
 from tests.checkpoint_runs import CLASS_NAMES, biggest_file, copy_run, make_run, smoke_config, step_dir, write_config
 from tests.conftest import REPO
 
-pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 PARAMS = 119_546  # configs/smoke.py's model
 
 

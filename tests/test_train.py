@@ -13,7 +13,7 @@ from PIL import Image
 from cifar_jax.config import load_config_file
 from cifar_jax.optim import one_cycle_schedules
 from cifar_jax import multistep
-from cifar_jax.train import main, train_and_evaluate
+from cifar_jax.train import main
 from tests.conftest import REPO
 
 

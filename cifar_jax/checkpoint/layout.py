@@ -3,8 +3,11 @@ the writing side (`manager`) and the reading side (`restoring`), which import th
 module and not each other's internals."""
 from __future__ import annotations
 
+import gc
 import hashlib
 import pathlib
+import sys
+import warnings
 
 import jax
 import numpy as np
@@ -65,3 +68,24 @@ def digest(tree) -> str:
         hasher.update(f"{name}:{array.dtype.str}:{array.shape};".encode())
         hasher.update(array.reshape(-1).view(np.uint8))
     return hasher.hexdigest()
+
+
+def collect_abandoned_coroutines() -> None:
+    """Collects what a failed Orbax read or write leaves behind, at once and quietly.
+
+    When one array read or write fails, Orbax abandons the others still in flight with
+    their event loop; Python reports each one as a "coroutine ... was never awaited"
+    RuntimeWarning or an "Event loop is closed" error whenever the garbage collector finds
+    them: in some later command, or at exit. Called once Orbax's error (whose traceback
+    holds them) is dropped and before our own one-line error is raised (not chained to
+    Orbax's), it leaves that error the only report of the failure.
+    """
+    hook = sys.unraisablehook
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        sys.unraisablehook = lambda unraisable: None
+        try:
+            gc.collect()
+        finally:
+            sys.unraisablehook = hook
+

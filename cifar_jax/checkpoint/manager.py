@@ -20,7 +20,8 @@ import orbax.checkpoint as ocp
 
 from cifar_jax import hosts
 from cifar_jax.checkpoint.layout import (ARRAY_ITEMS, BEST_METRIC, CHECKPOINT_DIR, CONFIG_FILE, FORMAT_VERSION,
-                                         META_FILE, META_ITEM, CheckpointWriteError, digest)
+                                         META_FILE, META_ITEM, CheckpointWriteError, collect_abandoned_coroutines,
+                                         digest)
 from cifar_jax.data.pixels import IMAGE_SIZE
 from cifar_jax.config import load_saved_config
 from cifar_jax.errors import CifarJaxError, ConfigError, one_line
@@ -256,26 +257,32 @@ def save(
     args = {name: ocp.args.PyTreeSave(tree) for name, tree in arrays.items()}
     numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     checkpoints.pending_step, running = step, set(threading.enumerate())
+    failure = None
     try:
         checkpoints.manager.save(step, metrics=numeric, force=True, args=ocp.args.Composite(
             **args, **{META_ITEM: MetaSave(meta, arrays)}))
     except OSError as error:  # the temporary folder could not be made, ...
-        _raise_write_error(checkpoints, error)
+        failure = one_line(error)
     finally:
         checkpoints.writers = [t for t in threading.enumerate() if t not in running]
+    if failure is not None:  # raised out here, not chained to Orbax's error (collect_abandoned_coroutines)
+        _raise_write_error(checkpoints, failure)
     return True
 
 
 def wait(checkpoints: RunCheckpoints) -> None:
     """Blocks until the last save is on disk; raises what its background write raised
     (CheckpointWriteError, one line, when the disk refused the write)."""
+    failure = None
     try:
         checkpoints.manager.wait_until_finished()
     except (OSError, ValueError) as error:  # TensorStore reports a failed write as ValueError
-        _raise_write_error(checkpoints, error)
+        failure = one_line(error)
+    if failure is not None:
+        _raise_write_error(checkpoints, failure)
 
 
-def _raise_write_error(checkpoints: RunCheckpoints, error: BaseException):
+def _raise_write_error(checkpoints: RunCheckpoints, problem: str):
     """Removes what the failed save left behind and raises CheckpointWriteError."""
     for thread in checkpoints.writers:  # Orbax raises the first error while other items
         if thread.name.startswith("metadata_store"):  # may still be writing into the temporary
@@ -290,12 +297,13 @@ def _raise_write_error(checkpoints: RunCheckpoints, error: BaseException):
         kept = sorted(int(p.name) for p in checkpoints.directory.iterdir() if p.name.isdigit())
     except OSError:
         kept = []
+    collect_abandoned_coroutines()
     raise CheckpointWriteError(
-        f"could not write checkpoint step {step} to {checkpoints.directory} ({one_line(error)}); "
+        f"could not write checkpoint step {step} to {checkpoints.directory} ({problem}); "
         f"{'removed the partial write; ' if removed else ''}"
         f"earlier checkpoints are untouched ({', '.join(map(str, kept)) or 'none'}); "
         "free disk space or pass a writable --workdir, then rerun to resume"
-    ) from None
+    )
 
 
 def close(checkpoints: RunCheckpoints) -> None:
