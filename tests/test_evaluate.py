@@ -155,6 +155,17 @@ def test_evaluate_cli_smoke(run):
 # ---------------------------------------------------------------------------- predict
 
 
+def test_evaluate_cli_on_a_truncated_checkpoint_prints_one_line(run_copy):
+    """A damaged checkpoint is one line on stderr and exit 2, in a fresh process as a user
+    runs it: Orbax's abandoned reads (cifar_jax.checkpoint.layout.quiet_abandoned_io) used
+    to print "Event loop is closed" tracebacks after that line."""
+    os.truncate(biggest_file(step_dir(run_copy, 24) / "params"), 1000)  # cut short, as a crash leaves it
+    result = _cli("cifar_jax.evaluate", "--workdir", str(run_copy))
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: checkpoint step 24 ")
+    assert "is damaged" in result.stderr
+
+
 @pytest.fixture
 def images(tmp_path):
     rng = np.random.default_rng(0)

@@ -70,16 +70,33 @@ def digest(tree) -> str:
     return hasher.hexdigest()
 
 
-def collect_abandoned_coroutines() -> None:
-    """Collects what a failed Orbax read or write leaves behind, at once and quietly.
+_quieted = False  # whether quiet_abandoned_io has put its filters in place
 
-    When one array read or write fails, Orbax abandons the others still in flight with
-    their event loop; Python reports each one as a "coroutine ... was never awaited"
-    RuntimeWarning or an "Event loop is closed" error whenever the garbage collector finds
-    them: in some later command, or at exit. Called once Orbax's error (whose traceback
-    holds them) is dropped and before our own one-line error is raised (not chained to
-    Orbax's), it leaves that error the only report of the failure.
+
+def _closed_loop_error(unraisable) -> bool:
+    return isinstance(unraisable.exc_value, RuntimeError) and str(unraisable.exc_value) == "Event loop is closed"
+
+
+def quiet_abandoned_io() -> None:
+    """Keeps what a failed Orbax read or write abandons from printing tracebacks.
+
+    Orbax runs a checkpoint's array reads (or writes) as tasks of a fresh event loop
+    (orbax.checkpoint's asyncio_utils.run_sync); when one fails, it closes that loop with the
+    others still in flight. TensorStore then completes them on its own threads, and each
+    completion calls into the closed loop: Python prints "RuntimeError: Event loop is
+    closed" tracebacks (and "coroutine ... was never awaited" warnings for the abandoned
+    coroutines) at whatever moment that happens, after our one-line error, or at exit.
+    Called once that error is caught: collects the abandoned coroutines now, and from then
+    on drops just those two reports in this process (every other unraisable exception and
+    warning still goes where it went).
     """
+    global _quieted
+    if not _quieted:
+        _quieted = True
+        warnings.filterwarnings("ignore", message=r"coroutine '.*' was never awaited", category=RuntimeWarning,
+                                module=r".*orbax")
+        previous = sys.unraisablehook
+        sys.unraisablehook = lambda unraisable: None if _closed_loop_error(unraisable) else previous(unraisable)
     hook = sys.unraisablehook
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -88,4 +105,3 @@ def collect_abandoned_coroutines() -> None:
             gc.collect()
         finally:
             sys.unraisablehook = hook
-

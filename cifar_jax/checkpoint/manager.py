@@ -20,7 +20,7 @@ import orbax.checkpoint as ocp
 
 from cifar_jax import hosts
 from cifar_jax.checkpoint.layout import (ARRAY_ITEMS, BEST_METRIC, CHECKPOINT_DIR, CONFIG_FILE, FORMAT_VERSION,
-                                         META_FILE, META_ITEM, CheckpointWriteError, collect_abandoned_coroutines,
+                                         META_FILE, META_ITEM, CheckpointWriteError, quiet_abandoned_io,
                                          digest)
 from cifar_jax.data.pixels import IMAGE_SIZE
 from cifar_jax.config import load_saved_config
@@ -265,7 +265,7 @@ def save(
         failure = one_line(error)
     finally:
         checkpoints.writers = [t for t in threading.enumerate() if t not in running]
-    if failure is not None:  # raised out here, not chained to Orbax's error (collect_abandoned_coroutines)
+    if failure is not None:  # raised out here, not chained to Orbax's error (quiet_abandoned_io)
         _raise_write_error(checkpoints, failure)
     return True
 
@@ -297,7 +297,7 @@ def _raise_write_error(checkpoints: RunCheckpoints, problem: str):
         kept = sorted(int(p.name) for p in checkpoints.directory.iterdir() if p.name.isdigit())
     except OSError:
         kept = []
-    collect_abandoned_coroutines()
+    quiet_abandoned_io()
     raise CheckpointWriteError(
         f"could not write checkpoint step {step} to {checkpoints.directory} ({problem}); "
         f"{'removed the partial write; ' if removed else ''}"

@@ -21,7 +21,7 @@ import orbax.checkpoint as ocp
 from cifar_jax import hosts
 from cifar_jax.checkpoint.layout import (ARRAY_ITEMS, BEST_METRIC, CONFIG_FILE, DAMAGED_DIR, FOREIGN_DIR,
                                          FORMAT_VERSION, META_ITEM, CheckpointWarning, DamagedCheckpoint,
-                                         ForeignCheckpoint, collect_abandoned_coroutines, digest, tree_paths)
+                                         ForeignCheckpoint, quiet_abandoned_io, digest, tree_paths)
 from cifar_jax.checkpoint.manager import (MetaRestore, RunCheckpoints, load_run_config, open_reader, train_first,
                                           wait)
 from cifar_jax.config import training_changes
@@ -190,8 +190,8 @@ def _restore_step(manager, step: int, targets: dict, where: str,
         restored = manager.restore(step, args=ocp.args.Composite(**args))
     except Exception as error:  # truncated or deleted array files, broken manifests, ...
         problem = one_line(error)
-    if problem is not None:  # raised out here, not chained to Orbax's error (collect_abandoned_coroutines)
-        collect_abandoned_coroutines()
+    if problem is not None:  # raised out here, not chained to Orbax's error (quiet_abandoned_io)
+        quiet_abandoned_io()
         raise DamagedCheckpoint(step, folder, problem)
     for item in targets:  # _read_meta made sure that every item has its digest
         if digest(restored[item]) != meta["checksums"][item]:
