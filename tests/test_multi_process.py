@@ -90,17 +90,19 @@ SCRIPT = textwrap.dedent(
     multistep.data_mesh = real_mesh
     two_runs = list(zip(records(two_dir), records(one_dir)))
     assert [(a["step"], b["step"]) for a, b in two_runs] == [(8, 8), (16, 16)]
+    # The two runs are different XLA programs (sums over the batch split in two), and Adam
+    # steps at lr up to 1e-2 amplify their rounding. Measured (jax 0.10.2, AMD EPYC,
+    # 2026-12-04), epochs 0 / 1: train_loss 1.5e-7 / 8.8e-6 relative, test_loss 2.7e-5 /
+    # 7.8e-5, accuracies equal. Bounds far above that, for other CPUs' rounding: losses 2e-3
+    # relative, accuracies 5 examples. A step on another batch changes its loss by 6e-2
+    # (tests/test_steps.py), and counting padding or a device's share twice moves an accuracy
+    # by far more than 5 examples.
     for a, b in two_runs:
         np.testing.assert_allclose(a["last_lr"], b["last_lr"], rtol=1e-6)
-        print("DRIFT", a["epoch"], {k: (a[k] - b[k]) / abs(b[k]) for k in ("train_loss", "test_loss")},
-              {k: round((a[k] - b[k]) * (250 if k == "train_acc" else 125)) for k in ("train_acc", "test_acc")})
-    # The two runs are different XLA programs (sums over the batch split in two), and Adam
-    # steps at lr up to 1e-2 amplify their rounding. MEASURED
-    (a, b) = two_runs[0]
-    for key in ("train_loss", "test_loss"):
-        np.testing.assert_allclose(a[key], b[key], rtol=1.0, err_msg=key)
-    for key, n in (("train_acc", 250), ("test_acc", 125)):
-        np.testing.assert_allclose(a[key], b[key], atol=250 / n, err_msg=key)
+        for key in ("train_loss", "test_loss"):
+            np.testing.assert_allclose(a[key], b[key], rtol=2e-3, err_msg=key)
+        for key, n in (("train_acc", 250), ("test_acc", 125)):
+            np.testing.assert_allclose(a[key], b[key], atol=5.01 / n, err_msg=key)
     print("MULTI-DEVICE OK")
     """
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import os
 import pathlib
 import sys
 import warnings
@@ -73,8 +74,13 @@ def digest(tree) -> str:
 _quieted = False  # whether quiet_abandoned_io has put its filters in place
 
 
-def _closed_loop_error(unraisable) -> bool:
-    return isinstance(unraisable.exc_value, RuntimeError) and str(unraisable.exc_value) == "Event loop is closed"
+def _abandoned_by_orbax(unraisable) -> bool:
+    """An "Event loop is closed" error, or an error of one of Orbax's coroutines as it is
+    finalised (a read that failed after its loop was gone)."""
+    if isinstance(unraisable.exc_value, RuntimeError) and str(unraisable.exc_value) == "Event loop is closed":
+        return True
+    code = getattr(unraisable.object, "cr_code", None)
+    return code is not None and f"{os.sep}orbax{os.sep}" in code.co_filename
 
 
 def quiet_abandoned_io() -> None:
@@ -84,11 +90,11 @@ def quiet_abandoned_io() -> None:
     (orbax.checkpoint's asyncio_utils.run_sync); when one fails, it closes that loop with the
     others still in flight. TensorStore then completes them on its own threads, and each
     completion calls into the closed loop: Python prints "RuntimeError: Event loop is
-    closed" tracebacks (and "coroutine ... was never awaited" warnings for the abandoned
-    coroutines) at whatever moment that happens, after our one-line error, or at exit.
-    Called once that error is caught: collects the abandoned coroutines now, and from then
-    on drops just those two reports in this process (every other unraisable exception and
-    warning still goes where it went).
+    closed" tracebacks, the failing reads' own errors as their coroutines are finalised,
+    and "coroutine ... was never awaited" warnings, at whatever moment that happens: after
+    our one-line error, or at exit. Called once that error is caught: collects the abandoned
+    coroutines now, and from then on drops just those reports in this process (every other
+    unraisable exception and warning still goes where it went).
     """
     global _quieted
     if not _quieted:
@@ -96,7 +102,7 @@ def quiet_abandoned_io() -> None:
         warnings.filterwarnings("ignore", message=r"coroutine '.*' was never awaited", category=RuntimeWarning,
                                 module=r".*orbax")
         previous = sys.unraisablehook
-        sys.unraisablehook = lambda unraisable: None if _closed_loop_error(unraisable) else previous(unraisable)
+        sys.unraisablehook = lambda unraisable: None if _abandoned_by_orbax(unraisable) else previous(unraisable)
     hook = sys.unraisablehook
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
