@@ -94,14 +94,3 @@ def smoke_run(tmp_path_factory):
         patch.setattr(multistep, "train_steps", spy)
         state = jax.device_get(train_and_evaluate(config, str(workdir)))
     return types.SimpleNamespace(config=config, workdir=workdir, state=state, calls=spy.calls, out=out.getvalue())
-
-
-def pytest_collection_modifyitems(config, items):
-    """Which tests share a pytest-xdist worker (pyproject.toml runs the suite with
-    `--dist loadgroup`): a module's tests run on one worker, so its module fixtures are built
-    once, and every test that reads the shared smoke run runs on one worker, so that run is
-    trained once."""
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            group = "smoke_run" if "smoke_run" in item.fixturenames else item.module.__name__
-            item.add_marker(pytest.mark.xdist_group(group))
