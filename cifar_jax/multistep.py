@@ -109,7 +109,7 @@ def _gather(images, labels, indices, mask, sharding):
     return batch
 
 
-@functools.partial(jax.jit, donate_argnums=0, static_argnames="sharding")
+@tuned_jit(donate_argnums=0, static_argnames="sharding")
 def train_steps(state, images, labels, order, mask, rng, sharding=None):
     """`len(order)` calls of `train_step` in one compiled call (the old state is donated).
 
@@ -132,7 +132,7 @@ def train_steps(state, images, labels, order, mask, rng, sharding=None):
     return _scan(body, state, (order, mask))
 
 
-@functools.partial(jax.jit, static_argnames="sharding")
+@tuned_jit(static_argnames="sharding")
 def eval_batches(state, images, labels, order, mask, sharding=None):
     """`eval_step` on each batch of (batches, batch) indices `order`, in one compiled call.
 

@@ -20,6 +20,7 @@ from flax.training import train_state
 
 from cifar_jax import models
 from cifar_jax.augment import augment, model_input, normalize, resize
+from cifar_jax.compiled import tuned_jit
 from cifar_jax.optim import make_optimizer
 
 
@@ -297,7 +298,7 @@ def _accumulated_gradients(state: TrainState, images, labels, weight, mask, drop
     return grads, sums, batch_stats
 
 
-@jax.jit
+@tuned_jit
 def train_step(state: TrainState, batch: dict, rng: jax.Array) -> tuple[TrainState, dict]:
     """One optimizer step on `batch`, with augmentation if `state.step_config.augment`.
 
@@ -346,7 +347,7 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array) -> tuple[TrainSta
     return new_state, metrics
 
 
-@jax.jit
+@tuned_jit
 def eval_step(state: TrainState, batch: dict) -> dict:
     """The model in inference mode (running BatchNorm statistics, no augmentation) on `batch`,
     normalised and resized to `step_config.image_size` as in training.

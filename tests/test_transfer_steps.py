@@ -16,6 +16,7 @@ import pytest
 
 from cifar_jax import models
 from cifar_jax.augment import augment, model_input, normalize, resize
+from cifar_jax.compiled import tuned_jit
 from cifar_jax.config import load_config_file, validate_config
 from cifar_jax.errors import ConfigError
 from cifar_jax.evaluate import compute_logits
@@ -119,7 +120,7 @@ def test_the_default_step_is_the_step_before_these_options(state):
     assert (state.step_config.image_size, state.step_config.grad_accum_steps) == (32, 1)
     batch, rng = _batch(2, mask=np.arange(BATCH) < 6), jax.random.key(3)
     new, _ = train_step(state, batch, rng)
-    expected, _ = jax.jit(_pre_change_train_step)(state, batch, rng)
+    expected, _ = tuned_jit(_pre_change_train_step)(state, batch, rng)  # compiled as train_step is
     for name in ("params", "batch_stats", "opt_state"):
         for a, b in zip(jax.tree.leaves(getattr(new, name)), jax.tree.leaves(getattr(expected, name))):
             np.testing.assert_array_equal(a, b)
