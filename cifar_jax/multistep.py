@@ -17,7 +17,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
 from cifar_jax import faults, hosts, progress
+from cifar_jax.compiled import tuned_jit
 from cifar_jax.errors import ConfigError
 from cifar_jax.steps import eval_step, train_step
 
