@@ -162,7 +162,7 @@ def test_evaluate_cli_on_a_truncated_checkpoint_prints_one_line(run_copy):
     os.truncate(biggest_file(step_dir(run_copy, 24) / "params"), 1000)  # cut short, as a crash leaves it
     result = _cli("cifar_jax.evaluate", "--workdir", str(run_copy))
     assert result.returncode == 2
-    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: checkpoint step 24 ")
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: checkpoint step 24 "), result.stderr
     assert "is damaged" in result.stderr
 
 

@@ -87,7 +87,7 @@ RESNET9_TREE = [
     ("params/res3/ConvBlock_1/Conv_0/kernel", (3, 3, 64, 64), "float32"),
 ]
 
-# Widths at which each model keeps at least 8 channels per stage (as tests/test_zoo.py).
+# Widths at which each model keeps at least 8 channels per stage (as tests/test_zoo_training.py).
 TINY_WIDTHS = {"resnet9": 0.125, "resnet18": 0.125, "resnet50": 0.125, "resnet152": 0.0625,
                "vgg16": 0.125, "mobilenet_v2": 0.25, "efficientnet_b0": 0.25}
 

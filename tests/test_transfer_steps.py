@@ -1,6 +1,6 @@
 """The training side of fine-tuning pretrained models (docs/finetuning.md): the resize to
-`image_size` in the steps, `freeze_backbone` as feature extraction, `grad_accum_steps`, their
-config checks, and each configs/transfer/ recipe through the CLI at a tiny size.
+`image_size` in the steps, `freeze_backbone` as feature extraction, `grad_accum_steps`, and
+their config checks (the configs/transfer/ recipes: tests/test_transfer_recipes.py).
 
 The smoke config's state and batch size (32) serve the step tests, so the default step
 shares its compiled program with tests/test_steps.py; a ResNet18 serves the resize test
@@ -21,7 +21,6 @@ from cifar_jax.config import load_config_file, validate_config
 from cifar_jax.errors import ConfigError
 from cifar_jax.evaluate import compute_logits
 from cifar_jax.steps import StepConfig, create_train_state, eval_step, train_step
-from cifar_jax.train import main
 from tests.checkpoint_runs import smoke_state
 from tests.conftest import REPO
 
@@ -322,56 +321,3 @@ def test_a_saved_config_without_the_new_keys_validates_and_keeps_the_old_steps()
     config = ml_collections.ConfigDict(complete_saved_config(saved))  # as checkpoint.load_run_config does
     validate_config(config)
     assert StepConfig.from_config(config) == StepConfig.from_config(_config())
-
-
-# --- The recipes through the CLI --------------------------------------------------------------
-
-RECIPES = sorted(p.name for p in (REPO / "configs" / "transfer").glob("*.py") if p.name not in ("finetune.py", "__init__.py"))
-FAST = "resnet18_224.py"  # the one recipe not marked slow (the fastest to compile, resized to 64)
-
-
-def test_every_seed_model_has_a_seed_config_and_a_224_recipe():
-    for name in ("vgg16", "resnet50", "resnet152", "mobilenet_v2", "efficientnet_b0"):
-        assert f"seed_{name}.py" in RECIPES and f"{name}_224.py" in RECIPES
-    for recipe in RECIPES:
-        config = load_config_file(str(REPO / "configs" / "transfer" / recipe))
-        assert config.model.startswith("imagenet_") and config.pretrained, recipe
-        assert config.image_size == (32 if recipe.startswith("seed_") else 224), recipe
-
-
-def _tiny_run_argv(recipe: str, workdir) -> list[str]:
-    size = 32 if recipe.startswith("seed_") else 64
-    return [
-        "--config", str(REPO / "configs" / "transfer" / recipe), "--workdir", str(workdir),
-        "--config.dataset=synthetic", "--config.num_classes=10", "--config.synthetic_train_size=32",
-        "--config.synthetic_test_size=16", "--config.pretrained=", f"--config.image_size={size}",
-        "--config.num_epochs=1", "--config.warmup_epochs=0", "--config.batch_size=8",
-        "--config.eval_batch_size=16", "--config.xla_cache_dir=",
-    ]  # full width: the imagenet_* models have the fixed widths of the pretrained weights
-
-
-@pytest.mark.parametrize("recipe", RECIPES)
-def test_each_recipe_dry_runs_through_the_cli(tmp_path, recipe, capsys):
-    """Every recipe resolves, validates and builds its model (shapes only) through the CLI."""
-    code = main(_tiny_run_argv(recipe, tmp_path / "run") + ["--dry-run"])
-    out = capsys.readouterr()
-    assert code == 0, out.err
-    assert "imagenet_" in out.out and not (tmp_path / "run").exists()
-
-
-# Training compiles a full-width ImageNet model's step (18-50 s each on 2 CPU cores), so the
-# suite trains two recipes of two families, the shared recipe of finetune.py on a ResNet and
-# on a MobileNet, as tiny runs; the dry runs above cover every recipe. (EfficientNet-B0
-# trains in tests/test_zoo.py, with the layers its ImageNet variant shares; that variant's
-# training forward, dropout and stochastic depth run in tests/test_pretrained.py.)
-TRAINED = {FAST: (), "mobilenet_v2_224.py": (pytest.mark.slow,)}
-
-
-@pytest.mark.parametrize("recipe", [pytest.param(r, marks=m) for r, m in TRAINED.items()])
-def test_recipes_train_through_the_cli_at_a_tiny_size(tmp_path, recipe, capsys):
-    workdir = tmp_path / "run"
-    code = main(_tiny_run_argv(recipe, workdir))
-    out = capsys.readouterr()
-    assert code == 0, out.err
-    assert "Epoch [0]" in out.out
-    assert (workdir / "metrics.jsonl").read_text().count("\n") == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import logging
 import os
 import pathlib
 import sys
@@ -74,13 +75,33 @@ def digest(tree) -> str:
 _quieted = False  # whether quiet_abandoned_io has put its filters in place
 
 
+def _from_orbax(error: BaseException | None) -> bool:
+    """Whether `error`, or the error it was raised from, passed through Orbax's code."""
+    while error is not None:
+        tb = error.__traceback__
+        while tb is not None:
+            if f"{os.sep}orbax{os.sep}" in tb.tb_frame.f_code.co_filename:
+                return True
+            tb = tb.tb_next
+        error = error.__cause__
+    return False
+
+
 def _abandoned_by_orbax(unraisable) -> bool:
-    """An "Event loop is closed" error, or an error of one of Orbax's coroutines as it is
-    finalised (a read that failed after its loop was gone)."""
-    if isinstance(unraisable.exc_value, RuntimeError) and str(unraisable.exc_value) == "Event loop is closed":
+    """An "Event loop is closed" error, or one that Orbax's abandoned reads raise as they
+    are finalised."""
+    error = unraisable.exc_value
+    if isinstance(error, RuntimeError) and str(error) == "Event loop is closed":
         return True
     code = getattr(unraisable.object, "cr_code", None)
-    return code is not None and f"{os.sep}orbax{os.sep}" in code.co_filename
+    return (code is not None and f"{os.sep}orbax{os.sep}" in code.co_filename) or _from_orbax(error)
+
+
+def _keep_asyncio_record(record) -> bool:
+    """False for asyncio's reports of Orbax's abandoned tasks ("Task exception was never
+    retrieved", "Task was destroyed but it is pending")."""
+    error = record.exc_info[1] if record.exc_info else None
+    return not (_from_orbax(error) or f"{os.sep}orbax{os.sep}" in record.getMessage())
 
 
 def quiet_abandoned_io() -> None:
@@ -90,11 +111,12 @@ def quiet_abandoned_io() -> None:
     (orbax.checkpoint's asyncio_utils.run_sync); when one fails, it closes that loop with the
     others still in flight. TensorStore then completes them on its own threads, and each
     completion calls into the closed loop: Python prints "RuntimeError: Event loop is
-    closed" tracebacks, the failing reads' own errors as their coroutines are finalised,
-    and "coroutine ... was never awaited" warnings, at whatever moment that happens: after
-    our one-line error, or at exit. Called once that error is caught: collects the abandoned
-    coroutines now, and from then on drops just those reports in this process (every other
-    unraisable exception and warning still goes where it went).
+    closed" tracebacks, the failing reads' own errors as their coroutines and tasks are
+    finalised (asyncio logs "Task exception was never retrieved"), and "coroutine ... was
+    never awaited" warnings, at whatever moment that happens: after our one-line error, or
+    at exit. Called once that error is caught: collects the abandoned coroutines now, and
+    from then on drops just those reports in this process (every other unraisable
+    exception, warning and log record still goes where it went).
     """
     global _quieted
     if not _quieted:
@@ -103,6 +125,7 @@ def quiet_abandoned_io() -> None:
                                 module=r".*orbax")
         previous = sys.unraisablehook
         sys.unraisablehook = lambda unraisable: None if _abandoned_by_orbax(unraisable) else previous(unraisable)
+        logging.getLogger("asyncio").addFilter(_keep_asyncio_record)
     hook = sys.unraisablehook
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
