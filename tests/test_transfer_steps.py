@@ -115,6 +115,7 @@ def _pre_change_train_step(state, batch, rng):
     return new_state, metrics
 
 
+@pytest.mark.slow  # a second copy of the train step to compile; the step's numbers are held to PyTorch's
 def test_the_default_step_is_the_step_before_these_options(state):
     assert (state.step_config.image_size, state.step_config.grad_accum_steps) == (32, 1)
     batch, rng = _batch(2, mask=np.arange(BATCH) < 6), jax.random.key(3)
