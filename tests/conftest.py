@@ -76,21 +76,38 @@ class TrainStepsSpy:
 def smoke_run(tmp_path_factory):
     """One uninterrupted run of configs/smoke.py through train_and_evaluate (3 epochs of 8
     steps over 250 images, the last batch of each 26 real and 6 padding; checkpoints at steps
-    8, 16, 24), shared by every test that needs a finished run. Its `calls` are the
-    train_steps calls' shapes and metrics, `out` what it printed. Tests must not change it: copy the workdir
-    (`shutil.copytree`) to resume, damage or extend it. Its compiled steps are the ones every
-    smoke run of the suite, in-process or CLI subprocess, reuses (one XLA cache per run)."""
+    8, 16, 24), shared by every test that needs a finished run: `config`, `workdir`, the final
+    `state` (on the host), `calls` (the train_steps calls' shapes and metrics) and `out` (what
+    it printed). Tests must not change it: copy the workdir (`shutil.copytree`) to resume,
+    damage or extend it. Its compiled steps are the ones every smoke run of the suite,
+    in-process or CLI subprocess, reuses (one XLA cache per run).
+
+    Trained once per test run: the first pytest-xdist worker to need it trains it, under a
+    lock, into a folder all workers see; the others restore its final checkpoint."""
+    import fcntl
+    import pickle
     import types
 
-    from cifar_jax import multistep
+    from cifar_jax import checkpoint, multistep
     from cifar_jax.config import load_config_file
     from cifar_jax.train import train_and_evaluate
 
     config = load_config_file(str(REPO / "configs" / "smoke.py"))
-    workdir = tmp_path_factory.mktemp("smoke_run") / "run"
-    spy = TrainStepsSpy(multistep.train_steps)
-    out = io.StringIO()
-    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(out):
-        patch.setattr(multistep, "train_steps", spy)
-        state = jax.device_get(train_and_evaluate(config, str(workdir)))
-    return types.SimpleNamespace(config=config, workdir=workdir, state=state, calls=spy.calls, out=out.getvalue())
+    run_id = os.environ.get("PYTEST_XDIST_TESTRUNUID")  # set by pytest-xdist for this run's workers
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent / f"smoke_run-{run_id}" if run_id else base / "smoke_run"
+    shared.mkdir(exist_ok=True)
+    workdir, extra = shared / "run", shared / "calls_and_output.pickle"
+    with open(shared / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if extra.exists():  # another worker trained it
+            state = jax.device_get(checkpoint.restore(workdir)[0])
+            calls, out = pickle.loads(extra.read_bytes())
+        else:
+            spy, printed = TrainStepsSpy(multistep.train_steps), io.StringIO()
+            with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(printed):
+                patch.setattr(multistep, "train_steps", spy)
+                state = jax.device_get(train_and_evaluate(config, str(workdir)))
+            calls, out = spy.calls, printed.getvalue()
+            extra.write_bytes(pickle.dumps((calls, out)))
+    return types.SimpleNamespace(config=config, workdir=workdir, state=state, calls=calls, out=out)
