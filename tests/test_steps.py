@@ -4,9 +4,9 @@ rate, augmentation on and off, inference mode.
 Every step here runs the smoke config on a batch of its batch size (32), so the compiled
 programs are ones other tests compile too: a train step on a batch without a mask from the
 state README.md's example loop trains (7 steps per epoch: it drops the last, short batch),
-a train step on a masked batch (tests/test_transfer_steps.py), and the scanned call of two
-steps over the smoke data set (the loop's, with --config.progress_updates=4, as a GPU runs
-it; tests/test_loop_promises.py)."""
+and the training loop's calls of one step and of two scanned steps over the smoke data set
+(the smoke runs', and that of --config.progress_updates=4 as a GPU runs it:
+tests/test_loop_promises.py)."""
 import dataclasses
 
 import jax
@@ -82,15 +82,16 @@ def test_scanned_steps_equal_single_steps_and_compile_once(state):
     order, mask = multistep.epoch_order(jax.random.key(5), 0, 250, BATCH)
     order, mask = order[-2:], mask[-2:]
     assert mask.sum(axis=1).tolist() == [32, 26]
-    expected, expected_metrics = state, []
-    for indices, batch_mask in zip(order, mask):
-        batch = {"image": images[indices], "label": labels[indices], "mask": batch_mask}
-        expected, metrics = train_step(expected, batch, rng)
-        expected_metrics.append(jax.device_get(metrics))
-    # Placed as the training loop places them (committed to the device): the same program.
-    placed = multistep.replicate((jax.tree.map(jnp.copy, state), images, labels, order, mask, rng), None)
+    # Placed as the training loop places them (committed to the device): the same programs.
+    placed = multistep.replicate((state, images, labels, order, mask, rng), None)
+    # The reference: one step per call (what the loop runs on CPU: a lone train_step, not a
+    # scan; the smoke runs' compiled program). train_steps donates the state it is given.
+    expected, expected_metrics = jax.tree.map(jnp.copy, placed[0]), []
+    for i in range(2):
+        expected, metrics = multistep.train_steps(expected, *placed[1:3], order[i:i + 1], mask[i:i + 1], placed[5])
+        expected_metrics.append(jax.tree.map(lambda x: x[0], jax.device_get(metrics)))
     with count_compilations() as compiled:
-        scanned, metrics = multistep.train_steps(*placed)
+        scanned, metrics = multistep.train_steps(jax.tree.map(jnp.copy, placed[0]), *placed[1:])
     # Exactly defined: the shapes and counts, and the first step, taken from the same state
     # on the same batch (a forward and backward pass; the scan body and the lone step are
     # different XLA programs, so "equal" means to a few float32 ulps, not bit for bit).
@@ -127,7 +128,7 @@ def test_scanned_steps_equal_single_steps_and_compile_once(state):
     # Another epoch (a new order, the same shapes) reuses the compiled call.
     order, mask = multistep.replicate(multistep.epoch_order(jax.random.key(5), 1, 250, BATCH), None)
     with count_compilations() as compiled_again:
-        scanned, _ = multistep.train_steps(scanned, *placed[1:3], order[:2], mask[:2], placed[-1])
+        scanned, _ = multistep.train_steps(scanned, *placed[1:3], order[:2], mask[:2], placed[5])
     assert compiled["train_steps"] == 1 and compiled_again["train_steps"] == 0
     assert int(scanned.step) == 4
 
