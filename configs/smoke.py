@@ -1,8 +1,7 @@
 """A tiny offline run on synthetic data: three epochs of 8 steps of an eighth-width ResNet9.
 
-`cifar-jax train --config smoke --workdir runs/smoke` took 22 s with a warm compilation
-cache and 32-47 s cold (mostly XLA compiling the steps) on the project's 2-core AMD EPYC
-CPU shared with other work (jax 0.10.2, 2026-12-04).
+`cifar-jax train --config smoke --workdir runs/smoke` spends most of its time compiling the
+steps (XLA:CPU); the test suite trains it once per run and shares the result (docs/testing.md).
 """
 from cifar_jax.config import load_config_file
 

@@ -264,3 +264,50 @@ def test_when_no_checkpoint_is_usable_nothing_is_moved(run, tmp_path):
             checkpoint.restore_latest_for_resume(checkpoints, smoke_state())
     assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["16", "32", "40"]
     assert not (workdir / "checkpoints_other_config").exists() and not (workdir / "checkpoints_damaged").exists()
+
+
+def test_after_a_failed_orbax_read_only_orbax_leftovers_are_silenced(monkeypatch):
+    """quiet_abandoned_io's filters (what a failed Orbax read abandons prints nothing; see
+    test_evaluate's truncated-checkpoint test for the real case) drop just those reports."""
+    import logging
+    import sys
+    import types
+    import warnings
+
+    from cifar_jax.checkpoint import layout
+
+    passed = []
+    monkeypatch.setattr(layout, "_quieted", False)
+    monkeypatch.setattr(sys, "unraisablehook", passed.append)
+    asyncio_log = logging.getLogger("asyncio")
+    monkeypatch.setattr(asyncio_log, "filters", list(asyncio_log.filters))
+    with warnings.catch_warnings():
+        layout.quiet_abandoned_io()
+
+    def raised_in(filename):
+        try:
+            exec(compile("raise ValueError('read failed')", filename, "exec"))
+        except ValueError as error:
+            return error
+
+    from_orbax = raised_in(os.path.join(os.sep, "site-packages", "orbax", "checkpoint", "io.py"))
+    chained = RuntimeError("wrapped")
+    chained.__cause__ = from_orbax
+    orbax_coroutine = types.SimpleNamespace(cr_code=compile("", f"{os.sep}orbax{os.sep}x.py", "exec"))
+    dropped = [types.SimpleNamespace(exc_value=RuntimeError("Event loop is closed"), object=None),
+               types.SimpleNamespace(exc_value=from_orbax, object=None),
+               types.SimpleNamespace(exc_value=chained, object=None),
+               types.SimpleNamespace(exc_value=ValueError("x"), object=orbax_coroutine)]
+    kept = types.SimpleNamespace(exc_value=raised_in(__file__), object=None)
+    for unraisable in [*dropped, kept]:
+        sys.unraisablehook(unraisable)
+    assert passed == [kept]
+
+    def record(message, error=None):
+        info = (type(error), error, error.__traceback__) if error else None
+        return logging.LogRecord("asyncio", logging.ERROR, __file__, 1, message, None, info)
+
+    assert not asyncio_log.filter(record("Task exception was never retrieved", from_orbax))
+    assert not asyncio_log.filter(record(f"Task was destroyed but it is pending! coro={os.sep}orbax{os.sep}"))
+    assert asyncio_log.filter(record("Task exception was never retrieved", raised_in(__file__)))
+    assert asyncio_log.filter(record("anything else"))

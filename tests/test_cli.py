@@ -442,3 +442,16 @@ def test_the_package_list_names_every_package_folder():
     folders = {p for p in (REPO / "configs").rglob("*") if p.is_dir() and p.name != "__pycache__"}
     assert all((folder / "__init__.py").is_file() for folder in folders)
     assert sorted(project["packages"]) == sorted(on_disk)
+
+
+def test_named_configs_without_an_installed_package_fall_back_to_the_checkout(monkeypatch):
+    import importlib.util
+
+    from cifar_jax import named_configs
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    assert named_configs.configs_dir() == REPO / "configs"  # this is a source checkout
+    monkeypatch.setattr(named_configs, "configs_dir", lambda: None)  # neither installed nor checked out
+    assert named_configs.names() == [] and named_configs.find("default") is None
+    with pytest.raises(FileNotFoundError, match="'default' is not installed"):
+        named_configs.path("default")

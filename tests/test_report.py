@@ -167,3 +167,18 @@ def test_confusion_figure_of_few_classes_and_of_no_mistakes():
     assert _find(figure, "Most confused pairs").texts[0].get_text() == "no image was misclassified"
     assert confusion.most_confused(np.array([[3, 1, 0], [2, 2, 0], [0, 0, 0]])) == [
         (1, 0, 0.5, 2), (0, 1, 0.25, 1)]
+
+
+def test_png_errors_are_one_line_and_leave_no_half_written_file(tmp_path, monkeypatch):
+    import sys
+
+    from cifar_jax import png
+
+    figure = png.new_figure(figsize=(1, 1))
+    with pytest.raises(CifarJaxError) as error:
+        png.save_png(figure, tmp_path / "missing" / "curves.png", dpi=10)
+    assert "\n" not in str(error.value) and "curves.png" in str(error.value)
+    assert not (tmp_path / "missing").exists()
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # as if matplotlib were not installed
+    with pytest.raises(CifarJaxError, match="pip install matplotlib"):
+        png.new_figure()

@@ -107,3 +107,20 @@ def test_a_planted_part_link_in_the_cache_is_refused(folder, tmp_path):
     cifar_files.assert_one_line(error, "refusing", "symbolic link")
     assert victim.read_bytes() == b"mine"
 
+
+
+def test_an_unreachable_server_says_where_to_put_the_file(folder):
+    with pytest.raises(CifarJaxError) as error:
+        torch_hub.fetch(NAME, folder, NOWHERE + NAME)
+    cifar_files.assert_one_line(error, "cannot download", "offline?", f"put {NAME} into {folder}")
+    assert not folder.exists() or not any(folder.iterdir())  # no .part, no lock left behind
+
+
+def test_a_name_without_a_hash_is_not_checked_and_an_unreadable_file_is_one_line(folder):
+    plain = _cache(folder, name="resnet18.pth")
+    torch_hub.check_cached(plain)  # torch.hub checks no hash without one in the name: nor do we
+    assert sorted(p.name for p in folder.iterdir()) == ["resnet18.pth"]  # and vouches for nothing
+    (folder / NAME).mkdir()  # unreadable as a file
+    with pytest.raises(CifarJaxError) as error:
+        torch_hub.check_cached(folder / NAME)
+    cifar_files.assert_one_line(error, "cannot read", NAME, "delete it to download it again")
