@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import pytest
 
 from cifar_jax import models, zoo
+from cifar_jax.checkpoint.layout import RENAMED_MODELS
 from cifar_jax.config import load_config_file, validate_config
 from cifar_jax.errors import ConfigError
 from cifar_jax.train import main
@@ -53,6 +54,8 @@ def test_registry_lists_every_model():
     assert set(models.IMAGENET_MODELS) == {"imagenet_" + name for name in (
         "resnet18", "resnet50", "resnet152", "vgg16", "vgg16_bn", "mobilenet_v2", "efficientnet_b0")}
     assert set(DOCUMENTED) == set(models.MODELS)
+    # The models whose checkpoints of cifar_jax 0.1.0 are refused: those whose layers 0.2.0 renamed.
+    assert RENAMED_MODELS == set(models.CIFAR_MODELS)
 
 
 @pytest.mark.parametrize("name", sorted(models.MODELS))
