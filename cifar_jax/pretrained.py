@@ -44,9 +44,9 @@ import numpy as np
 from cifar_jax import models, torch_hub
 from cifar_jax.errors import CifarJaxError, ConfigError
 from cifar_jax.models import CIFAR_OF, HEAD_KEY, IMAGENET_PREFIX, TORCHVISION, TORCHVISION_RENAMED
+from cifar_jax.models.layers import STEMS
 
 PREFIX = IMAGENET_PREFIX
-STEMS = ("imagenet", "cifar")
 _TORCH_MISSING = 'reading torchvision weights needs PyTorch: pip install "cifar-jax[torch]"'
 _BN = {"scale": "weight", "bias": "bias"}
 _STATS = {"mean": "running_mean", "var": "running_var"}

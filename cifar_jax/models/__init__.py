@@ -15,7 +15,7 @@ checkpoints and cifar_jax.convert rely on.
 """
 from __future__ import annotations
 
-import functools
+from functools import partial
 from typing import Callable
 
 import jax
@@ -31,7 +31,6 @@ from cifar_jax.models.resnet9 import SEED_WIDTHS, ResNet9, seed_channels
 # backbone_lr_mult and freeze_backbone (cifar_jax.optim) treat apart from the rest.
 HEAD_KEY = "classifier"
 
-partial = functools.partial
 IMAGENET = {"stem": "imagenet", "initialization": "torchvision"}  # torchvision's own models
 KUANGLIU = {"stem": "cifar", "initialization": "pytorch"}  # kuangliu/pytorch-cifar's CIFAR variants
 
