@@ -290,7 +290,7 @@ def validate_config(config) -> None:
     check_weight_decay_mode(config.weight_decay_mode)
     check_optimizer_config(config)  # optimizer, momentum, schedule, warmup, lr decay, backbone keys
     _require(config.dtype in ("float32", "bfloat16"), f"dtype={config.dtype!r} is not supported; use --config.dtype=float32 or bfloat16")
-    check_pretrained(config.pretrained, config.model)  # an imagenet_* model, matching weight names
+    check_pretrained(config.pretrained, config.model, config.width)  # a model with torchvision's layers, its weights
     check_transfer_config(config)
 
 

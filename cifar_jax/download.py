@@ -13,8 +13,8 @@ import argparse
 import sys
 
 from cifar_jax.data.cifar_archive import VARIANTS, check_md5, find_cifar
-from cifar_jax.data.download import (DATA_DIR_ENV, DATA_URL_ENV, DEFAULT_DATA_DIR, DEFAULT_TIMEOUT_S, Options,
-                                     fetch_cifar, resolve_data_dir, resolve_url)
+from cifar_jax.data.cifar_download import (DATA_DIR_ENV, DATA_URL_ENV, DEFAULT_DATA_DIR, DEFAULT_TIMEOUT_S,
+                                           Options, fetch_cifar, resolve_data_dir, resolve_url)
 from cifar_jax.errors import CifarJaxError
 from cifar_jax.invocation import command
 

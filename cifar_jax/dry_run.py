@@ -19,7 +19,7 @@ from cifar_jax import checkpoint, models, multistep, run_dir, workdir_lock
 from cifar_jax.config import check_batch_size
 from cifar_jax.config_help import ordered_items, shown
 from cifar_jax.data.cifar_archive import VARIANTS, find_cifar
-from cifar_jax.data.download import resolve_data_dir, resolve_url
+from cifar_jax.data.cifar_download import resolve_data_dir, resolve_url
 from cifar_jax.errors import CifarJaxError
 
 # (train, test) images and classes of the official archives.

@@ -173,6 +173,36 @@ def test_shapes_that_do_not_match_the_config(run_copy):
     assert _steps_on_disk(run_copy) == [16, 32, 40]  # nothing moved or deleted
 
 
+def _strip_layer_names(folder):
+    """The step's meta as cifar_jax 0.1.0 wrote it: without "layer_names"."""
+    file = folder / "meta" / "metadata"
+    meta = json.loads(file.read_text())
+    assert meta.pop("layer_names") == 2  # what this version writes
+    file.write_text(json.dumps(meta))
+
+
+def test_a_zoo_checkpoint_with_the_old_layer_names_is_refused_naming_the_version(run_copy):
+    """Checkpoints of cifar_jax 0.1.0 and earlier (no "layer_names" in the meta): a ResNet9
+    one restores (its tree did not change); one of a zoo model whose layers 0.2.0 renamed is
+    refused in one line that names the version to read it with, when restored or resumed."""
+    for step in (16, 32, 40):
+        _strip_layer_names(step_dir(run_copy, step))
+    state, _ = checkpoint.restore(run_copy)
+    assert int(state.step) == 40
+    config = smoke_config(model="resnet18", num_epochs=5, keep_checkpoints=2)
+    write_config(run_copy, config)
+    with pytest.raises(checkpoint.ForeignCheckpoint) as error:
+        checkpoint.restore(run_copy)
+    message = str(error.value)
+    assert "\n" not in message and message.startswith("checkpoint step 40 (")
+    assert "written by cifar_jax 0.1.0 or earlier, whose resnet18 had other layer names" in message
+    assert "pip install cifar-jax==0.1.0" in message and "retrain" in message
+    with checkpoint.open_manager(run_copy, config) as checkpoints:
+        with pytest.raises(checkpoint.ForeignCheckpoint, match="checkpoint step 40 .* cifar_jax 0.1.0 or earlier"):
+            checkpoint.restore_latest_for_resume(checkpoints, checkpoint.abstract_train_state(config, 8))
+    assert _steps_on_disk(run_copy) == [16, 32, 40]  # nothing moved or deleted
+
+
 DAMAGE = {
     "truncated array file": lambda folder: truncate(biggest_file(folder / "params")),
     "deleted array file": lambda folder: biggest_file(folder / "train" / "ocdbt.process_0" / "d").unlink(),

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from cifar_jax import download as download_cli
-from cifar_jax.data import cifar_archive, download, fetch, load_dataset, safe_open
+from cifar_jax.data import cifar_archive, cifar_download, fetch, load_dataset, safe_open
 from cifar_jax.data.cifar_archive import md5_of
 from cifar_jax.errors import ConfigError, DataError
 from tests import cifar_files, disks
@@ -507,16 +507,16 @@ def test_prefetch_messages_name_its_own_options(data_dir, capsys):
 def test_data_dir_and_url_defaults(tmp_path, monkeypatch):
     variant = cifar_archive.VARIANTS["cifar10"]
     monkeypatch.delenv("CIFAR_JAX_DATA")
-    assert download.resolve_data_dir("") == tmp_path / "home" / ".cache" / "cifar_jax" / "datasets"
+    assert cifar_download.resolve_data_dir("") == tmp_path / "home" / ".cache" / "cifar_jax" / "datasets"
     monkeypatch.setenv("CIFAR_JAX_DATA", str(tmp_path / "env"))
-    assert download.resolve_data_dir("") == tmp_path / "env"
-    assert download.resolve_data_dir(str(tmp_path / "explicit")) == tmp_path / "explicit"
-    assert download.resolve_url(variant, "") == variant.url
+    assert cifar_download.resolve_data_dir("") == tmp_path / "env"
+    assert cifar_download.resolve_data_dir(str(tmp_path / "explicit")) == tmp_path / "explicit"
+    assert cifar_download.resolve_url(variant, "") == variant.url
     monkeypatch.setenv("CIFAR_JAX_DATA_URL", "https://mirror.example/cifar/")
-    assert download.resolve_url(variant, "") == "https://mirror.example/cifar/cifar-10-python.tar.gz"
-    assert download.resolve_url(variant, "http://other/c10.tgz") == "http://other/c10.tgz"
+    assert cifar_download.resolve_url(variant, "") == "https://mirror.example/cifar/cifar-10-python.tar.gz"
+    assert cifar_download.resolve_url(variant, "http://other/c10.tgz") == "http://other/c10.tgz"
     with pytest.raises(DataError) as error:
-        download.resolve_url(variant, "/shared/cifar-10-python.tar.gz")
+        cifar_download.resolve_url(variant, "/shared/cifar-10-python.tar.gz")
     cifar_files.assert_one_line(error, "--config.data_url", "not an http:// or https:// URL")
 
 

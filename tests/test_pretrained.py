@@ -19,7 +19,7 @@ import pytest
 from cifar_jax import models, pretrained, torch_hub
 from cifar_jax.config import load_config_file, validate_config
 from cifar_jax.errors import CifarJaxError, ConfigError
-from cifar_jax.models.imagenet.common import adaptive_avg_pool
+from cifar_jax.models.layers import adaptive_avg_pool
 from tests.conftest import REPO
 from tests.file_server import FileServer
 from tests.torchvision_cpu import import_torchvision
@@ -72,7 +72,9 @@ def resnet18_file(tv, tmp_path_factory):
 
 
 def _one_line(error, *fragments):
-    message = str(error.value)
+    """The message of a pytest.raises result (or of a caught warning), checked to be one line
+    holding every fragment."""
+    message = str(error.value if hasattr(error, "value") else error.message)
     assert "\n" not in message, message
     for fragment in fragments:
         assert fragment in message, (fragment, message)
@@ -138,6 +140,37 @@ def test_initial_variables_follow_the_config(resnet18_file):
     assert set(variables) == {"params", "batch_stats"}
 
 
+def test_the_cifar_stem_takes_every_layer_of_the_same_name_and_shape(resnet18_file):
+    """torchvision resnet18's weights in the zoo's CIFAR ResNet18 (config model "resnet18"):
+    bn1 and layer1..layer4 come from the file; the 3x3 stem conv (7x7 in the file) and the
+    10-class head (1000 in the file) start fresh, and one warning names them."""
+    path, state_dict = resnet18_file
+    config = load_config_file(str(REPO / "configs" / "default.py"))
+    with config.unlocked():
+        config.model, config.num_classes, config.pretrained = "resnet18", 10, str(path)
+    validate_config(config)
+    with pytest.warns(pretrained.PretrainedWarning) as caught:
+        variables = pretrained.initial_variables(config, jax.random.key(3))
+    assert len(caught) == 1
+    _one_line(caught[0], "resnet18 starts from torchvision resnet18's weights but for 2 layers",
+              "fresh: conv1, classifier (the head at zeros)")
+    imagenet = pretrained.state_dict_to_variables("resnet18", state_dict)  # every layer, as torchvision's
+    loaded = [layer for layer in imagenet["params"] if layer not in ("conv1", "classifier")]
+    assert {"bn1", "layer1_0_conv1", "layer4_1_bn2", "layer2_0_downsample_0"} <= set(loaded)
+    for collection in ("params", "batch_stats"):
+        for layer in loaded:
+            for leaf, value in imagenet[collection].get(layer, {}).items():
+                np.testing.assert_array_equal(variables[collection][layer][leaf], value)
+    conv1 = np.asarray(variables["params"]["conv1"]["kernel"])  # PyTorch's init, as kuangliu's
+    assert conv1.shape == (3, 3, 3, 64) and 0.9 / np.sqrt(27) < np.abs(conv1).max() <= 1 / np.sqrt(27)
+    head = variables["params"][models.HEAD_KEY]
+    assert head["kernel"].shape == (512, 10) and not np.any(head["kernel"]) and not np.any(head["bias"])
+    model = models.build("resnet18", 10)
+    assert (model.stem, model.initialization) == ("cifar", "pytorch")
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False))
+    assert jax.tree.map(lambda s: (s.shape, s.dtype), shapes) == jax.tree.map(lambda v: (v.shape, v.dtype), variables)
+
+
 def test_config_checks_are_one_line():
     config = load_config_file(str(REPO / "configs" / "default.py"))
     with config.unlocked():
@@ -156,6 +189,25 @@ def test_config_checks_are_one_line():
     with pytest.raises(ConfigError) as error:
         models.build("imagenet_resnet50", 100, width=0.5)
     _one_line(error, "--config.width=1.0")
+    # The CIFAR variants take the weights of their torchvision architecture, at width 1.0.
+    with config.unlocked():
+        config.model = "resnet50"
+    validate_config(config)
+    for model, weights, fragments in [
+            ("resnet18", "ResNet50_Weights.IMAGENET1K_V2", ("holds resnet50 weights", "--config.model=resnet50")),
+            ("vgg16", "VGG16_Weights.IMAGENET1K_V1", ("holds vgg16 weights, not vgg16_bn",
+                                                      "--config.model=imagenet_vgg16")),
+            ("resnet9", "ResNet18_Weights.IMAGENET1K_V1", ("torchvision's layers", "resnet18, resnet50"))]:
+        with config.unlocked():
+            config.model, config.pretrained = model, weights
+        with pytest.raises(ConfigError) as error:
+            validate_config(config)
+        _one_line(error, *fragments)
+    with config.unlocked():
+        config.model, config.pretrained, config.width = "vgg16", "VGG16_BN_Weights.IMAGENET1K_V1", 0.5
+    with pytest.raises(ConfigError) as error:
+        validate_config(config)
+    _one_line(error, "widths of torchvision's vgg16_bn", "--config.width=1.0")
 
 
 def _load_edited(tmp_path, state_dict, edit):
@@ -221,7 +273,7 @@ def test_weight_file_names_are_torchvisions(tv):
         enum, member = name.split(".")
         assert getattr(tv.models, enum)[member].url == torch_hub.BASE_URL + file_name
         assert torch_hub.FILE_MIB[file_name] == getattr(tv.models, enum)[member].meta["_file_size"]
-        assert arch in pretrained.models.imagenet.ARCHITECTURES
+        assert arch in models.TORCHVISION
     for alias, name in torch_hub.DEFAULTS.items():
         enum = alias.split(".")[0]
         assert getattr(tv.models, enum).DEFAULT.url == torch_hub.BASE_URL + torch_hub.WEIGHTS[name][1]

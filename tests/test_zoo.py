@@ -1,9 +1,14 @@
 """The other models of the seed report (cifar_jax.models): the registry, their sizes, their
 config files, the max_param_mb budget and the zoo's table (their training:
 tests/test_zoo_training.py)."""
+import re
+
+import jax
+import jax.numpy as jnp
 import pytest
 
 from cifar_jax import models, zoo
+from cifar_jax.checkpoint.layout import RENAMED_MODELS
 from cifar_jax.config import load_config_file, validate_config
 from cifar_jax.errors import ConfigError
 from cifar_jax.train import main
@@ -26,6 +31,21 @@ REFERENCE_PARAMS_10 = {
     # the stride-1 stem changes no shape.
     "efficientnet_b0": 5_288_548 - 990 * 1281,
 }
+
+
+def _documented_counts(doc: str) -> dict[str, int]:
+    """{model: parameters} of the table rows "| `name` | 1,234 | ..." of docs/`doc`."""
+    text = (REPO / "docs" / doc).read_text()
+    return {name: int(count.replace(",", "")) for name, count in re.findall(r"^\| `(\w+)` \|.*?([\d,]{7,}) \|",
+                                                                              text, re.M)}
+
+
+# The zoo table of docs/models.md (100 classes) and the models table of docs/transfer.md
+# (1000 classes): every registered model at full width.
+DOCUMENTED = {**{name: (100, count) for name, count in _documented_counts("models.md").items()},
+              **{name: (1000, count) for name, count in _documented_counts("transfer.md").items()}}
+
+
 def test_registry_lists_every_model():
     # The imagenet_* models (torchvision's ImageNet architectures) are tested against
     # torchvision itself in tests/test_pretrained.py.
@@ -33,11 +53,23 @@ def test_registry_lists_every_model():
     assert cifar_models == set(REFERENCE_PARAMS_10)
     assert set(models.IMAGENET_MODELS) == {"imagenet_" + name for name in (
         "resnet18", "resnet50", "resnet152", "vgg16", "vgg16_bn", "mobilenet_v2", "efficientnet_b0")}
+    assert set(DOCUMENTED) == set(models.MODELS)
+    # The models whose checkpoints of cifar_jax 0.1.0 are refused: those whose layers 0.2.0 renamed.
+    assert RENAMED_MODELS == set(models.CIFAR_MODELS)
 
 
-@pytest.mark.parametrize("name", sorted(REFERENCE_PARAMS_10))
-def test_parameter_count_of_the_published_cifar_variant(name):
-    assert models.param_count(models.build(name, num_classes=10)) == REFERENCE_PARAMS_10[name]
+@pytest.mark.parametrize("name", sorted(models.MODELS))
+def test_parameter_count_is_the_documented_one_and_the_published_variants(name):
+    """From shapes only (jax.eval_shape), at 10 classes: the count of the definition followed
+    (REFERENCE_PARAMS_10, for the CIFAR models); with the head at the documented classes:
+    the documents' count."""
+    classes, documented = DOCUMENTED[name]
+    shapes = jax.eval_shape(lambda: models.build(name, num_classes=10).init(
+        jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False))["params"]
+    count = sum(x.size for x in jax.tree.leaves(shapes))
+    assert count == REFERENCE_PARAMS_10.get(name, count)
+    head_inputs = shapes[models.HEAD_KEY]["kernel"].shape[0]
+    assert count + (classes - 10) * (head_inputs + 1) == documented
 
 
 @pytest.mark.parametrize("name", sorted(REFERENCE_PARAMS_10))

@@ -3,7 +3,8 @@
 One checkpoint per saved epoch, in `WORKDIR/checkpoints/<step>/`, with four Orbax items:
 `params` (float32, uncompressed), `batch_stats`, `train` (optimizer state, step, RNG key
 data) and `meta` (JSON: epoch, metrics, data order, RNG implementations, class names, the
-run's config, and SHA-256 digests of the three array items). Saves run in Orbax's
+run's config, the version of the zoo's layer names, and SHA-256 digests of the three array
+items). Saves run in Orbax's
 background; the policy keeps the newest `keep_checkpoints` plus the best `test_acc`.
 docs/checkpoints.md describes the layout, the policy and what survives which fault.
 

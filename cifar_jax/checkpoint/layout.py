@@ -25,6 +25,12 @@ ARRAY_ITEMS = ("params", "batch_stats", "train")
 META_ITEM = "meta"
 META_FILE = "metadata"  # the meta item's JSON file (Orbax's JsonCheckpointHandler's default)
 BEST_METRIC = "test_acc"
+# The meta's "layer_names": 2 since cifar_jax 0.2.0, whose zoo models below carry torchvision's
+# layer names (`layer1_0_conv1`); 0.1.0 and earlier wrote no such key and named their layers
+# as Flax does (`layer1_0/Conv_0`), so their checkpoints of these models are refused. ResNet9's
+# and the imagenet_* models' trees did not change: theirs restore whatever the key says.
+LAYER_NAMES = 2
+RENAMED_MODELS = frozenset({"resnet18", "resnet50", "resnet152", "vgg16", "mobilenet_v2", "efficientnet_b0"})
 
 
 class CheckpointWriteError(CifarJaxError, OSError):

@@ -20,8 +20,8 @@ import orbax.checkpoint as ocp
 
 from cifar_jax import hosts
 from cifar_jax.checkpoint.layout import (ARRAY_ITEMS, BEST_METRIC, CHECKPOINT_DIR, CONFIG_FILE, FORMAT_VERSION,
-                                         META_FILE, META_ITEM, CheckpointWriteError, quiet_abandoned_io,
-                                         digest)
+                                         LAYER_NAMES, META_FILE, META_ITEM, CheckpointWriteError,
+                                         quiet_abandoned_io, digest)
 from cifar_jax.data.pixels import IMAGE_SIZE
 from cifar_jax.config import load_saved_config
 from cifar_jax.errors import CifarJaxError, ConfigError, one_line
@@ -250,7 +250,7 @@ def save(
             "rng_impls": {name: impl for name, (_, impl) in keys.items()},
             "image_shape": [IMAGE_SIZE, IMAGE_SIZE, 3],
             "class_names": list(class_names) if class_names is not None else None,
-            "config": checkpoints.config}
+            "config": checkpoints.config, "layer_names": LAYER_NAMES}
     train = {"opt_state": state.opt_state, "step": state.step,
              "rngs": {name: data for name, (data, _) in keys.items()}}
     arrays = dict(zip(ARRAY_ITEMS, device_copy((state.params, state.batch_stats, train))))

@@ -20,8 +20,9 @@ import orbax.checkpoint as ocp
 
 from cifar_jax import hosts
 from cifar_jax.checkpoint.layout import (ARRAY_ITEMS, BEST_METRIC, CONFIG_FILE, DAMAGED_DIR, FOREIGN_DIR,
-                                         FORMAT_VERSION, META_ITEM, CheckpointWarning, DamagedCheckpoint,
-                                         ForeignCheckpoint, quiet_abandoned_io, digest, tree_paths)
+                                         FORMAT_VERSION, META_ITEM, RENAMED_MODELS, CheckpointWarning,
+                                         DamagedCheckpoint, ForeignCheckpoint, quiet_abandoned_io, digest,
+                                         tree_paths)
 from cifar_jax.checkpoint.manager import (MetaRestore, RunCheckpoints, load_run_config, open_reader, train_first,
                                           wait)
 from cifar_jax.config import training_changes
@@ -87,6 +88,7 @@ _OPTIONAL_META = {
     "class_names": (lambda v: v is None or (isinstance(v, list) and all(isinstance(x, str) for x in v)),
                     "null or a list of names"),
     "config": (lambda v: v is None or isinstance(v, dict), "null or an object"),
+    "layer_names": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
 }
 
 
@@ -110,6 +112,16 @@ def meta_problem(meta) -> Optional[str]:
 def _shown(value) -> str:
     text = json.dumps(value)
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _check_layer_names(step: int, folder: pathlib.Path, meta: dict, model: Optional[str]) -> None:
+    """ForeignCheckpoint for a checkpoint of a zoo model whose layers cifar_jax 0.2.0 renamed,
+    written before (its meta has no "layer_names"): its arrays would not fit the model's tree."""
+    if model in RENAMED_MODELS and "layer_names" not in meta:
+        raise ForeignCheckpoint(
+            step, folder, f"checkpoint step {step} ({folder}) was written by cifar_jax 0.1.0 or earlier, whose "
+            f"{model} had other layer names; evaluate it with that version (pip install cifar-jax==0.1.0), "
+            "or retrain", "written by cifar_jax 0.1.0 or earlier, with other layer names")
 
 
 def _shapes(item: str, tree) -> dict[str, tuple]:
@@ -162,16 +174,19 @@ def _abstract(tree):
     return jax.tree.map(one, tree)
 
 
-def _restore_step(manager, step: int, targets: dict, where: str,
+def _restore_step(manager, step: int, targets: dict, where: str, model: Optional[str],
                   config: Optional[dict] = None) -> tuple[dict, dict]:
-    """(restored items, meta) of `step`, each array item shaped like `targets[item]`.
+    """(restored items, meta) of `step`, each array item shaped like `targets[item]`, for
+    the registry's `model`.
 
-    ForeignCheckpoint if shapes differ from the targets, or if `config` (JSON values) is
-    given and differs from the one the checkpoint records; DamagedCheckpoint if unreadable
-    or if the arrays do not match the digests saved with them.
+    ForeignCheckpoint if the checkpoint's layer names are older than `model`'s, if shapes
+    differ from the targets, or if `config` (JSON values) is given and differs from the one
+    the checkpoint records; DamagedCheckpoint if unreadable or if the arrays do not match
+    the digests saved with them.
     """
     folder = pathlib.Path(manager.directory) / str(step)
     meta = _read_meta(manager, step)
+    _check_layer_names(step, folder, meta, model)
     saved = _check_fits(manager, step, meta, targets, where, config)
     if "train" in targets:  # key data: shapes as saved (they depend on the RNG impl)
         try:
@@ -231,8 +246,8 @@ def restore_latest_for_resume(checkpoints: RunCheckpoints, template_state) -> Op
     skipped: list = []  # DamagedCheckpoint or ForeignCheckpoint, newest first
     for step in sorted(manager.all_steps(), reverse=True):
         try:
-            items, meta = _restore_step(manager, step, _state_targets(template_state),
-                                        "the config of this run", checkpoints.config)
+            items, meta = _restore_step(manager, step, _state_targets(template_state), "the config of this run",
+                                        checkpoints.config.get("model"), checkpoints.config)
             rngs = _typed_keys(manager, step, items["train"]["rngs"], meta.get("rng_impls") or {})
         except (DamagedCheckpoint, ForeignCheckpoint) as error:
             skipped.append(error)
@@ -380,7 +395,8 @@ def restore(workdir, step: Optional[int] = None, best: bool = False, *, variable
         targets = _state_targets(template)
         if variables_only:
             del targets["train"]
-        items, _ = _restore_step(manager, step, targets, f"the config in {pathlib.Path(workdir) / CONFIG_FILE}")
+        items, _ = _restore_step(manager, step, targets, f"the config in {pathlib.Path(workdir) / CONFIG_FILE}",
+                                 config.model)
     except DamagedCheckpoint as error:
         raise _refusal(error, manager) from None
     finally:

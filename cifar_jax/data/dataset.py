@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from cifar_jax.data.cifar_archive import VARIANTS, find_cifar, read_cifar
-from cifar_jax.data.download import fetch_cifar, resolve_data_dir, resolve_url
+from cifar_jax.data.cifar_download import fetch_cifar, resolve_data_dir, resolve_url
 from cifar_jax.data.image_folder import LAYOUT, load_image_folder
 from cifar_jax.data.synthetic import make_synthetic
 from cifar_jax.data.tfds_source import load_tfds

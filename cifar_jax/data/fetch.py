@@ -1,4 +1,4 @@
-"""Downloading one checked file into a folder: the CIFAR archives (cifar_jax.data.download)
+"""Downloading one checked file into a folder: the CIFAR archives (cifar_jax.data.cifar_download)
 and torchvision's weights (cifar_jax.torch_hub).
 
 The file is fetched into TARGET.part, resumed by an HTTP Range request after a broken

@@ -4,15 +4,18 @@
     variables = model.init(rng, images, train=False)
     logits, updates = model.apply(variables, images, train=True, mask=mask, mutable=["batch_stats"])
 
-One module per family (resnet9, resnet, vgg, mobilenet, efficientnet; imagenet/ holds
-torchvision's ImageNet architectures), all built from `layers`. Every model takes
-`num_classes`, `width` (channel multiplier), `dtype` (compute dtype; parameters, statistics
-and logits stay float32) and `norm` (layers.Norm), and is called as `(x, train, mask)`.
-docs/models.md: how to add one, and the parameter-tree contract that checkpoints and
-cifar_jax.convert rely on.
+One module per architecture (resnet9, resnet, vgg, mobilenet, efficientnet), all built from
+`layers`. The zoo's architectures carry torchvision's layer names; the registry makes each one
+twice, as the CIFAR variant the zoo trains from scratch (`resnet50`: a CIFAR stem) and as
+torchvision's ImageNet model (`imagenet_resnet50`), by the modules' attributes. Every model
+takes `num_classes`, `width` (channel multiplier), `dtype` (compute dtype; parameters,
+statistics and logits stay float32) and `norm` (layers.Norm), and is called as
+`(x, train, mask)`. docs/models.md: how to add one, and the parameter-tree contract that
+checkpoints and cifar_jax.convert rely on.
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable
 
 import jax
@@ -20,30 +23,67 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from cifar_jax.errors import ConfigError
-from cifar_jax.models.efficientnet import EfficientNetB0
-# HEAD_KEY: the top-level parameter key of every model's final classifier, the "head"
-# that backbone_lr_mult and freeze_backbone (cifar_jax.optim) treat apart from the rest.
-from cifar_jax.models.imagenet import HEAD_KEY
-from cifar_jax.models.imagenet import MODELS as IMAGENET_MODELS
+from cifar_jax.models import efficientnet, mobilenet, resnet, vgg
 from cifar_jax.models.layers import BatchNorm, torch_uniform
-from cifar_jax.models.mobilenet import MobileNetV2
-from cifar_jax.models.resnet import ResNet18, ResNet50, ResNet152
 from cifar_jax.models.resnet9 import SEED_WIDTHS, ResNet9, seed_channels
-from cifar_jax.models.vgg import VGG16
 
-# name -> builder(num_classes=, width=, dtype=, **attributes) of a module called as (x, train, mask).
-MODELS: dict[str, Callable[..., nn.Module]] = {
-    "resnet9": ResNet9,
-    "resnet18": ResNet18,
-    "resnet50": ResNet50,
-    "resnet152": ResNet152,
-    "vgg16": VGG16,
-    "mobilenet_v2": MobileNetV2,
-    "efficientnet_b0": EfficientNetB0,
-    # torchvision's ImageNet architectures (width 1.0 only), for pretrained weights:
-    # imagenet_resnet18, _resnet50, _resnet152, _vgg16, _vgg16_bn, _mobilenet_v2, _efficientnet_b0.
-    **IMAGENET_MODELS,
+# The top-level parameter key of every model's final classifier, the "head" that
+# backbone_lr_mult and freeze_backbone (cifar_jax.optim) treat apart from the rest.
+HEAD_KEY = "classifier"
+
+IMAGENET = {"stem": "imagenet", "initialization": "torchvision"}  # torchvision's own models
+KUANGLIU = {"stem": "cifar", "initialization": "pytorch"}  # kuangliu/pytorch-cifar's CIFAR variants
+
+# torchvision architecture -> its ImageNet model here (same layers, names and init).
+TORCHVISION: dict[str, Callable[..., nn.Module]] = {
+    "resnet18": partial(resnet.ResNet18, **IMAGENET),
+    "resnet50": partial(resnet.ResNet50, **IMAGENET),
+    "resnet152": partial(resnet.ResNet152, **IMAGENET),
+    "vgg16": partial(vgg.VGG16, batch_norm=False, initialization="torchvision"),
+    "vgg16_bn": partial(vgg.VGG16, batch_norm=True, initialization="torchvision"),
+    "mobilenet_v2": partial(mobilenet.MobileNetV2, **IMAGENET),
+    "efficientnet_b0": partial(efficientnet.EfficientNetB0, **IMAGENET),
 }
+# The torchvision modules whose Flax name is not their path with "." -> "_".
+TORCHVISION_RENAMED = {
+    "resnet18": resnet.RENAMED, "resnet50": resnet.RENAMED, "resnet152": resnet.RENAMED,
+    "vgg16": vgg.RENAMED, "vgg16_bn": vgg.RENAMED,
+    "mobilenet_v2": mobilenet.RENAMED, "efficientnet_b0": efficientnet.RENAMED,
+}
+# The zoo's CIFAR variants: kuangliu/pytorch-cifar's models (PyTorch's init; VGG16 with
+# BatchNorm and one Linear; MobileNetV2 with more changes, mobilenet.CIFAR_CHANGES), and
+# torchvision's EfficientNet-B0 with a stride-1 stem. Each has the layers of the torchvision
+# architecture CIFAR_OF names, whose weights load into its layers of the same name and shape
+# (cifar_jax.pretrained).
+CIFAR_MODELS: dict[str, Callable[..., nn.Module]] = {
+    "resnet18": partial(resnet.ResNet18, **KUANGLIU),
+    "resnet50": partial(resnet.ResNet50, **KUANGLIU),
+    "resnet152": partial(resnet.ResNet152, **KUANGLIU),
+    "vgg16": partial(vgg.VGG16, batch_norm=True, imagenet_classifier=False, initialization="pytorch"),
+    "mobilenet_v2": partial(mobilenet.MobileNetV2, **KUANGLIU, **mobilenet.CIFAR_CHANGES),
+    "efficientnet_b0": partial(efficientnet.EfficientNetB0, stem="cifar", initialization="torchvision"),
+}
+CIFAR_OF = {"resnet18": "resnet18", "resnet50": "resnet50", "resnet152": "resnet152", "vgg16": "vgg16_bn",
+            "mobilenet_v2": "mobilenet_v2", "efficientnet_b0": "efficientnet_b0"}
+IMAGENET_PREFIX = "imagenet_"
+
+
+def _imagenet(arch: str) -> Callable[..., nn.Module]:
+    """The registry's builder of `imagenet_<arch>`: (num_classes, width, dtype, **attributes)."""
+
+    def build(num_classes: int = 1000, width: float = 1.0, dtype=jnp.float32, **attributes) -> nn.Module:
+        if width != 1.0:
+            raise ConfigError(f"model imagenet_{arch} has the fixed widths of torchvision's pretrained weights; "
+                              f"width={width:g} is not possible: set --config.width=1.0")
+        return TORCHVISION[arch](num_classes=num_classes, width=width, dtype=dtype, **attributes)
+
+    build.__name__ = f"imagenet_{arch}"
+    return build
+
+
+IMAGENET_MODELS = {IMAGENET_PREFIX + arch: _imagenet(arch) for arch in TORCHVISION}
+# name -> builder(num_classes=, width=, dtype=, **attributes) of a module called as (x, train, mask).
+MODELS: dict[str, Callable[..., nn.Module]] = {"resnet9": ResNet9, **CIFAR_MODELS, **IMAGENET_MODELS}
 IMAGE_SHAPE = (32, 32, 3)
 
 
@@ -90,20 +130,18 @@ def check_param_budget(config) -> None:
 
 
 __all__ = [
+    "CIFAR_MODELS",
+    "CIFAR_OF",
     "HEAD_KEY",
     "IMAGE_SHAPE",
     "IMAGENET_MODELS",
+    "IMAGENET_PREFIX",
     "MODELS",
     "SEED_WIDTHS",
+    "TORCHVISION",
+    "TORCHVISION_RENAMED",
     "BatchNorm",
-    "EfficientNetB0",
-    "HEAD_KEY",
-    "MobileNetV2",
     "ResNet9",
-    "ResNet18",
-    "ResNet50",
-    "ResNet152",
-    "VGG16",
     "build",
     "check_param_budget",
     "param_count",

@@ -1,19 +1,20 @@
-"""The pieces every model here is built of: PyTorch's default init, BatchNorm with PyTorch's
-semantics, the width rule, and conv / conv-norm-activation / classifier helpers.
+"""The pieces every model here is built of: PyTorch's default init and torchvision's,
+BatchNorm with PyTorch's semantics, the width rule, conv / conv-norm-activation / classifier
+helpers, and the pools torchvision's models use.
 
 The helpers are functions called inside a module's `@nn.compact` method: the `nn.Conv`,
-norm and `nn.Dense` modules they create belong to that caller, named as Flax names them
-(`Conv_0`, `BatchNorm_0`, ... or the `name` given). That is what keeps the parameter trees
-those of the original flat code (docs/models.md, "The parameter-tree contract").
+norm and `nn.Dense` modules they create belong to that caller, named as given (the zoo's
+torchvision names: `layer1_0_conv1`, `features_3_conv_1_1`) or, unnamed, as Flax names them
+(`Conv_0`, `BatchNorm_0`: ResNet9's tree, docs/models.md "The parameter-tree contract").
 
 A model fixes its settings once and hands the result to its blocks, as flax's
 examples/imagenet does with `conv = partial(nn.Conv, ...)`:
 
     conv_bn = functools.partial(layers.conv_bn, norm=self.norm, dtype=self.dtype)
-    y = conv_bn(x, 64, 3, train, mask, act=nn.relu)
+    y = conv_bn(x, 64, 3, train, mask, act=nn.relu, name="layer1_0_conv1", norm_name="layer1_0_bn1")
 
-`norm` is any module class (or partial) constructed with no arguments and called as
-`norm()(x, train, mask)`; `BatchNorm` below is the default.
+`norm` is any module class (or partial) constructed with at most a `name` and called as
+`norm(name=...)(x, train, mask)`; `BatchNorm` below is the default.
 """
 from __future__ import annotations
 
@@ -23,12 +24,36 @@ from typing import Any, Callable, Optional, Sequence, Union
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Initializer = Callable[..., jax.Array]
-# A norm layer: `norm()` is a module called as `(x, train, mask)` (see BatchNorm).
+# A norm layer: `norm(name=...)` is a module called as `(x, train, mask)` (see BatchNorm).
 Norm = Callable[..., nn.Module]
 # Padding of one conv: an int (the same on every side) or ((top, bottom), (left, right)).
 Padding = Union[int, Sequence[tuple[int, int]]]
+
+# torchvision's kaiming_normal_(mode="fan_out") (nonlinearity relu, or the default
+# leaky_relu with a=0: the same gain sqrt(2)) for the convs of its models; biases zero.
+FAN_OUT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+# A model's `initialization`: PyTorch's defaults (layers' own: torch_uniform) or torchvision's.
+INITIALIZATIONS = ("pytorch", "torchvision")
+# A model's `stem`: stride 1 and no early pooling, for 32x32 inputs, or torchvision's.
+STEMS = ("cifar", "imagenet")
+
+
+def conv_kernel_init(initialization: str) -> Optional[Initializer]:
+    """The conv weights' initializer of a model's `initialization`: None for "pytorch" (`conv`'s
+    default, PyTorch's, weights and biases alike), FAN_OUT for "torchvision" (biases then zero)."""
+    if initialization not in INITIALIZATIONS:
+        raise ValueError(f"initialization={initialization!r}: use one of {', '.join(INITIALIZATIONS)}")
+    return FAN_OUT if initialization == "torchvision" else None
+
+
+def imagenet_stem(stem: str) -> bool:
+    """Whether a model's `stem` is torchvision's ("imagenet") rather than "cifar"."""
+    if stem not in STEMS:
+        raise ValueError(f"stem={stem!r}: use one of {', '.join(STEMS)}")
+    return stem == "imagenet"
 
 
 def torch_uniform(fan_in: int) -> Initializer:
@@ -129,30 +154,63 @@ def conv(x, features: int, kernel: int, stride: int = 1, groups: int = 1, bias: 
 def conv_bn(x, features: int, kernel: int, train: bool, mask, stride: int = 1, groups: int = 1,
             dtype: Any = jnp.float32, kernel_init: Optional[Initializer] = None,
             act: Optional[Callable] = None, name: Optional[str] = None, *, bias: bool = False,
-            padding: Optional[Padding] = None, norm: Norm = BatchNorm):
-    """`conv` -> `norm` [-> `act`], the unit these networks are built of.
+            padding: Optional[Padding] = None, norm: Norm = BatchNorm, norm_name: Optional[str] = None):
+    """`conv` -> `norm` [-> `act`], the unit these networks are built of (torchvision's
+    Conv2dNormActivation).
 
-    `name` names the conv; the norm is named by Flax (`BatchNorm_0`, ... in the caller).
-    `mask` (N,) or None is passed to the norm (see BatchNorm).
+    `name` names the conv and `norm_name` the norm; either left None is named by Flax
+    (`Conv_0`, `BatchNorm_0`, ... in the caller). `mask` (N,) or None is passed to the norm
+    (see BatchNorm).
     """
     y = conv(x, features, kernel, stride, groups, bias=bias, dtype=dtype, kernel_init=kernel_init,
              name=name, padding=padding)
-    y = norm()(y, train, mask)
+    y = norm(name=norm_name)(y, train, mask)
     return act(y) if act is not None else y
+
+
+def linear(x, features: int, dtype: Any = jnp.float32, kernel_init: Optional[Initializer] = None,
+           bias_init: Optional[Initializer] = None, name: Optional[str] = None):
+    """A PyTorch Linear on (N, in) `x`: PyTorch's default init, U(-1/sqrt(in), 1/sqrt(in)) for
+    weight and bias, unless given."""
+    fan_in = x.shape[-1]
+    return nn.Dense(features, dtype=dtype, kernel_init=kernel_init or torch_uniform(fan_in),
+                    bias_init=bias_init or torch_uniform(fan_in), name=name)(x)
 
 
 def classifier(x, num_classes: int, dtype: Any = jnp.float32, kernel_init: Optional[Initializer] = None,
                bias_init: Optional[Initializer] = None, name: str = "classifier"):
-    """Linear head (PyTorch's default init unless given) on (N, features) `x`; float32 logits."""
-    fan_in = x.shape[-1]
-    logits = nn.Dense(num_classes, dtype=dtype, kernel_init=kernel_init or torch_uniform(fan_in),
-                      bias_init=bias_init or torch_uniform(fan_in), name=name)(x)
-    return logits.astype(jnp.float32)
+    """The final Linear (PyTorch's default init unless given) on (N, features) `x`; float32 logits."""
+    return linear(x, num_classes, dtype, kernel_init, bias_init, name).astype(jnp.float32)
 
 
 def max_pool(x, size: int = 2):
     """`size` x `size` max-pool at stride `size` (PyTorch's MaxPool2d(size)), NHWC."""
     return nn.max_pool(x, (size, size), strides=(size, size))
+
+
+def stem_max_pool(x):
+    """torchvision ResNet's MaxPool2d(3, stride=2, padding=1): flax pads with -inf, as PyTorch does."""
+    return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+
+
+def _bins(size: int, out: int) -> np.ndarray:
+    """(out, size) averaging matrix of torch's adaptive pooling along one axis: bin i
+    covers [floor(i * size / out), ceil((i + 1) * size / out))."""
+    matrix = np.zeros((out, size), np.float32)
+    for i in range(out):
+        start, end = (i * size) // out, -((-(i + 1) * size) // out)
+        matrix[i, start:end] = 1.0 / (end - start)
+    return matrix
+
+
+def adaptive_avg_pool(x, out: tuple[int, int]):
+    """PyTorch's AdaptiveAvgPool2d(out) on NHWC `x`; bins may overlap, and a map smaller
+    than `out` is replicated (a 1x1 map becomes `out` copies of itself)."""
+    h, w = x.shape[1:3]
+    if (h, w) == tuple(out):
+        return x
+    rows, cols = _bins(h, out[0]), _bins(w, out[1])
+    return jnp.einsum("ih,nhwc,jw->nijc", rows.astype(x.dtype), x, cols.astype(x.dtype))
 
 
 def stochastic_depth(y, rate: float, rng: jax.Array):

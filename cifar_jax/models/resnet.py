@@ -1,9 +1,19 @@
-"""CIFAR ResNet18/50/152 (kuangliu/pytorch-cifar, models/resnet.py).
+"""ResNet18/50/152 in torchvision's layout (torchvision/models/resnet.py, "V1.5": a bottleneck's
+stride on its 3x3 conv), with a CIFAR or an ImageNet stem.
 
-The usual CIFAR adaptation: a stride-1 3x3 stem, no early max-pool, global average
-pooling of the final 4x4 map, one Linear classifier; PyTorch's default init. `width`
-scales every channel count (1.0 is the published model); `dtype` is the compute dtype,
-logits are float32; `norm` is the norm layer (layers.Norm).
+Four stages (64, 128, 256, 512 planes; strides 1, 2, 2, 2) of basic blocks (two 3x3) or
+bottlenecks (1x1, 3x3, 1x1 x4), each with a strided 1x1 conv + norm shortcut where it changes
+shape, then global average pooling and a Linear. The stem:
+- "imagenet": torchvision's 7x7/2 conv, norm, ReLU, 3x3/2 max-pool (imagenet_resnet*);
+- "cifar": a 3x3/1 conv, norm, ReLU and no pool, so a 32x32 image reaches the last stage as
+  a 4x4 map: kuangliu/pytorch-cifar's models/resnet.py (resnet18, ...), which is torchvision's
+  ResNet in every other layer.
+`initialization`: "pytorch" (PyTorch's defaults, as kuangliu) or "torchvision" (convs
+kaiming-normal fan-out; the Linear PyTorch's default). `width` scales every channel count.
+
+Layers carry torchvision's names, so its weights load into either stem (cifar_jax.pretrained):
+`conv1`, `bn1`, `layer1_0_conv1`, `layer2_0_downsample_0` (the shortcut's conv), ...; `fc` is
+"classifier".
 """
 from __future__ import annotations
 
@@ -16,71 +26,56 @@ import jax.numpy as jnp
 
 from cifar_jax.models import layers
 
-
-def _shortcut(x, features: int, stride: int, train: bool, mask, conv_bn: Callable):
-    """Identity, or a strided 1x1 conv + norm where the block changes shape."""
-    if stride == 1 and x.shape[-1] == features:
-        return x
-    return conv_bn(x, features, 1, train, mask, stride)
+# torchvision module -> Flax name, where it is not the module path with "." -> "_".
+RENAMED = {"fc": "classifier"}
 
 
-class BasicBlock(nn.Module):
-    """Two 3x3 conv-norms and a shortcut (`conv_bn`: layers.conv_bn with norm and dtype fixed)."""
-
-    planes: int
-    stride: int = 1
-    conv_bn: Callable = layers.conv_bn
-    expansion = 1
-
-    @nn.compact
-    def __call__(self, x, train: bool, mask=None):
-        y = self.conv_bn(x, self.planes, 3, train, mask, self.stride, act=nn.relu)
-        y = self.conv_bn(y, self.planes, 3, train, mask)
-        return nn.relu(_shortcut(x, self.planes, self.stride, train, mask, self.conv_bn) + y)
-
-
-class Bottleneck(nn.Module):
-    """1x1 reduce, 3x3 (strided), 1x1 expand by 4, and a shortcut."""
-
-    planes: int
-    stride: int = 1
-    conv_bn: Callable = layers.conv_bn
-    expansion = 4
-
-    @nn.compact
-    def __call__(self, x, train: bool, mask=None):
-        out = self.planes * self.expansion
-        y = self.conv_bn(x, self.planes, 1, train, mask, act=nn.relu)
-        y = self.conv_bn(y, self.planes, 3, train, mask, self.stride, act=nn.relu)
-        y = self.conv_bn(y, out, 1, train, mask)
-        return nn.relu(_shortcut(x, out, self.stride, train, mask, self.conv_bn) + y)
+def _block(x, prefix: str, planes: int, stride: int, bottleneck: bool, train: bool, mask, cn: Callable):
+    """BasicBlock or Bottleneck named `prefix` ("layer2_0_"), plus its shortcut; `cn`:
+    layers.conv_bn with the model's settings."""
+    out = planes * 4 if bottleneck else planes
+    if bottleneck:
+        y = cn(x, planes, 1, train, mask, act=nn.relu, name=prefix + "conv1", norm_name=prefix + "bn1")
+        y = cn(y, planes, 3, train, mask, stride, act=nn.relu, name=prefix + "conv2", norm_name=prefix + "bn2")
+        y = cn(y, out, 1, train, mask, name=prefix + "conv3", norm_name=prefix + "bn3")
+    else:
+        y = cn(x, planes, 3, train, mask, stride, act=nn.relu, name=prefix + "conv1", norm_name=prefix + "bn1")
+        y = cn(y, planes, 3, train, mask, name=prefix + "conv2", norm_name=prefix + "bn2")
+    if stride != 1 or x.shape[-1] != out:
+        x = cn(x, out, 1, train, mask, stride, name=prefix + "downsample_0", norm_name=prefix + "downsample_1")
+    return nn.relu(x + y)
 
 
 class ResNet(nn.Module):
-    """kuangliu's CIFAR ResNet: stem conv3x3 64, four stages (64, 128, 256, 512 planes,
-    strides 1, 2, 2, 2), average pool, Linear."""
-
     stage_sizes: Sequence[int]
-    block: type = BasicBlock
+    bottleneck: bool = False
     num_classes: int = 100
     width: float = 1.0
     dtype: Any = jnp.float32
     norm: layers.Norm = layers.BatchNorm
+    stem: str = "imagenet"
+    initialization: str = "torchvision"
 
     @nn.compact
     def __call__(self, x, train: bool = False, mask: Optional[jax.Array] = None):
-        conv_bn = functools.partial(layers.conv_bn, norm=self.norm, dtype=self.dtype)
+        cn = functools.partial(layers.conv_bn, norm=self.norm, dtype=self.dtype,
+                               kernel_init=layers.conv_kernel_init(self.initialization))
         x = x.astype(self.dtype)
-        x = conv_bn(x, layers.scaled(64, self.width), 3, train, mask, act=nn.relu, name="stem")
+        stem = layers.scaled(64, self.width)
+        if layers.imagenet_stem(self.stem):
+            x = cn(x, stem, 7, train, mask, 2, act=nn.relu, name="conv1", norm_name="bn1")
+            x = layers.stem_max_pool(x)
+        else:
+            x = cn(x, stem, 3, train, mask, act=nn.relu, name="conv1", norm_name="bn1")
         for stage, (blocks, planes) in enumerate(zip(self.stage_sizes, (64, 128, 256, 512))):
             for i in range(blocks):
                 stride = 2 if stage > 0 and i == 0 else 1
-                x = self.block(layers.scaled(planes, self.width), stride, conv_bn,
-                               name=f"layer{stage + 1}_{i}")(x, train, mask)
-        x = jnp.mean(x, axis=(1, 2))
+                x = _block(x, f"layer{stage + 1}_{i}_", layers.scaled(planes, self.width), stride, self.bottleneck,
+                           train, mask, cn)
+        x = jnp.mean(x, axis=(1, 2))  # AdaptiveAvgPool2d((1, 1)) + flatten
         return layers.classifier(x, self.num_classes, self.dtype)
 
 
-ResNet18 = functools.partial(ResNet, stage_sizes=(2, 2, 2, 2), block=BasicBlock)
-ResNet50 = functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), block=Bottleneck)
-ResNet152 = functools.partial(ResNet, stage_sizes=(3, 8, 36, 3), block=Bottleneck)
+ResNet18 = functools.partial(ResNet, stage_sizes=(2, 2, 2, 2), bottleneck=False)
+ResNet50 = functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), bottleneck=True)
+ResNet152 = functools.partial(ResNet, stage_sizes=(3, 8, 36, 3), bottleneck=True)

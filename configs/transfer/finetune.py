@@ -1,5 +1,6 @@
 """The fine-tuning recipe the configs/transfer/*_224.py files share: an ImageNet-pretrained
-torchvision model on CIFAR-100 at 224x224.
+torchvision model on CIFAR-100 at 224x224. The *_32.py files use it at 32x32 with the CIFAR stem
+(the zoo's model of the same architecture, e.g. `transfer/finetune:resnet50`).
 
     --config transfer/finetune:imagenet_resnet50   (the part after ':' is the model)
 
