@@ -25,6 +25,9 @@ REFERENCE_PARAMS_10 = {
     # EfficientNet_B0_Weights.IMAGENET1K_V1), minus 990 * (1280 + 1) for a 10-class head;
     # the stride-1 stem changes no shape.
     "efficientnet_b0": 5_288_548 - 990 * 1281,
+    # cifar10-airbench legacy/airbench94.py make_net() (its frozen whitening kernel and BatchNorm
+    # weights are parameters too): 312 + 50,944 + 738,304 + 1,180,672 + 2,560.
+    "airbench94": 1_972_792,
 }
 def test_registry_lists_every_model():
     # The imagenet_* models (torchvision's ImageNet architectures) are tested against

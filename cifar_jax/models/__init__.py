@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from cifar_jax.errors import ConfigError
+from cifar_jax.models.airbench import AirBench94
 from cifar_jax.models.efficientnet import EfficientNetB0
 # HEAD_KEY: the top-level parameter key of every model's final classifier, the "head"
 # that backbone_lr_mult and freeze_backbone (cifar_jax.optim) treat apart from the rest.
@@ -40,6 +41,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "vgg16": VGG16,
     "mobilenet_v2": MobileNetV2,
     "efficientnet_b0": EfficientNetB0,
+    "airbench94": AirBench94,  # configs/fast.py's network (cifar_jax/models/airbench.py)
     # torchvision's ImageNet architectures (width 1.0 only), for pretrained weights:
     # imagenet_resnet18, _resnet50, _resnet152, _vgg16, _vgg16_bn, _mobilenet_v2, _efficientnet_b0.
     **IMAGENET_MODELS,
