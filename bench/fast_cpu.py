@@ -151,7 +151,8 @@ def run_recipe(name: str, args, data: Dataset, device_data, test_data, budget: f
     epoch_s = s_per_step * trainer.steps_per_epoch
     epochs = max(1, int(budget // epoch_s))
     print(f"   {s_per_step:.3f} s/step, {trainer.steps_per_epoch} steps/epoch ({epoch_s:.1f} s), first step "
-          f"{seconds[0]:.1f} s: {epochs} epochs for a budget of {budget:.0f} s", flush=True)
+          f"{seconds[0]:.1f} s: {epochs} epochs for "
+          + (f"a budget of {budget:.0f} s" if budget >= 1 else "one epoch"), flush=True)
     if epochs != CALIBRATION_EPOCHS:
         config = recipe_config(name, args, epochs)
     trainer = Trainer(config, data, device_data)
