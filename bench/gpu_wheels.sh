@@ -2,7 +2,9 @@
 # Run HERE (not on the GPU machine), from the repository root, before a GPU session:
 # gathers what `run`'s carry takes along, both folders git-ignored:
 #   .whl/     the wheels cifar_jax needs that the GPU machine's image lacks (ml_collections,
-#             tensorboardX; their own needs, absl-py, PyYAML, numpy, packaging, protobuf, are there)
+#             tensorboardX; their own needs, absl-py, PyYAML, numpy, packaging, protobuf, are there),
+#             and airbench 0.1.8 for bench/gpu_fast.sh (PyTorch; published as a source archive
+#             only, so built into a pure-Python wheel here)
 #   .gpudata/ cifar10-jpeg.tar.gz, the real CIFAR-10 JPEGs (from ../shared/data)
 # Both are pure-Python wheels (py3-none-any): any pip here fetches the right files.
 # On the GPU machine, start each command with (docs/speed.md, "Running the GPU checks"):
@@ -13,6 +15,7 @@ cd "$(dirname "$0")/.."
 rm -rf .whl
 mkdir -p .whl .gpudata
 python3 -m pip download -q --no-deps --only-binary=:all: -d .whl ml_collections tensorboardX
+python3 -m pip wheel -q --no-deps -w .whl airbench==0.1.8
 if [ ! -f .gpudata/cifar10-jpeg.tar.gz ]; then
   # ../shared beside the main checkout; ../../shared beside a worktree of /work/wt/NAME
   for src in "${CIFAR10_JPEG:-}" ../shared/data/cifar10-jpeg.tar.gz ../../shared/data/cifar10-jpeg.tar.gz; do

@@ -224,13 +224,18 @@ INT_RANGES = {
     "checkpoint_every_epochs": (1, None),
     "keep_checkpoints": (1, None),
     "progress_updates": (1, None),
+    "crop_padding": (0, 16),
+    "whiten_bias_epochs": (0, MAX_EPOCHS),
+    "lookahead_every": (0, None),
+    "tta_level": (0, 2),
 }
 # Numbers (an int is accepted where a float is expected): each must be finite; the range
 # checks below and in cifar_jax.optim say more.
 FLOAT_KEYS = (
     "learning_rate", "width", "div_factor", "final_div_factor", "adam_eps", "download_timeout", "weight_decay",
     "grad_clip", "pct_start", "beta1_max", "beta1_min", "beta2", "momentum", "warmup_epochs",
-    "warmup_start_factor", "lr_decay_factor", "backbone_lr_mult", "max_param_mb",
+    "warmup_start_factor", "lr_decay_factor", "backbone_lr_mult", "max_param_mb", "label_smoothing",
+    "bn_bias_lr_mult", "final_lr_factor", "lookahead_decay", "muon_lr", "muon_momentum",
 )
 
 
@@ -284,8 +289,10 @@ def validate_config(config) -> None:
     for key in ("weight_decay", "grad_clip"):
         _require(config[key] >= 0, f"{key}={config[key]} must be zero or positive; set --config.{key}")
     _require(0 < config.pct_start < 1, f"pct_start={config.pct_start} must lie in (0, 1); set --config.pct_start")
-    for key in ("beta1_max", "beta1_min", "beta2"):
+    for key in ("beta1_max", "beta1_min", "beta2", "label_smoothing"):
         _require(0 <= config[key] < 1, f"{key}={config[key]} must lie in [0, 1); set --config.{key}")
+    _require(isinstance(config.alternating_flip, bool),
+             f"alternating_flip={config.alternating_flip!r} must be true or false; set --config.alternating_flip")
     _require(all(s > 0 for s in config.std), "std values must be positive; set --config.std")
     check_weight_decay_mode(config.weight_decay_mode)
     check_optimizer_config(config)  # optimizer, momentum, schedule, warmup, lr decay, backbone keys
@@ -318,6 +325,7 @@ def check_transfer_config(config) -> None:
 RESUMABLE_CHANGES = frozenset({
     "data_dir", "data_url", "download", "download_timeout", "cache_dir", "xla_cache_dir", "progress_updates",
     "eval_batch_size", "max_param_mb", "skip_nonfinite_steps", "checkpoint_every_epochs", "keep_checkpoints",
+    "tta_level",  # evaluation only
 })
 # Keys that may change to train a run longer: a finished run rerun with a larger num_epochs
 # trains the epochs it lacks. The schedules are functions of the step over num_epochs, so the
@@ -365,6 +373,18 @@ KEYS_ADDED_SINCE_FIRST_RUNS = {
     "pretrained": "",
     "image_size": 32,
     "grad_accum_steps": 1,
+    "label_smoothing": 0.0,
+    "crop_padding": 4,
+    "alternating_flip": False,
+    "tta_level": 0,
+    "bn_bias_lr_mult": 1.0,
+    "frozen_params": "",
+    "whiten_bias_epochs": 0,
+    "final_lr_factor": 0.07,
+    "lookahead_every": 0,
+    "lookahead_decay": 0.95,
+    "muon_lr": 0.24,
+    "muon_momentum": 0.6,
 }
 
 

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cifar_jax import checkpoint
-from cifar_jax.augment import model_input
+from cifar_jax.augment import TTA_LEVELS, normalize, resize, tta_logits
 from cifar_jax.cli_common import ArgumentParser, quiet_orbax
 from cifar_jax.errors import CifarJaxError
 from cifar_jax.invocation import command
@@ -39,23 +39,29 @@ DESCRIPTION = (
     "ResNet9 instead.")
 
 
-@functools.partial(jax.jit, static_argnames=("model", "mean", "std", "image_size"))
-def _logits_on_indices(variables, images, indices, *, model, mean, std, image_size):
-    return model.apply(variables, model_input(images[indices], mean, std, image_size), train=False)
+@functools.partial(jax.jit, static_argnames=("model", "mean", "std", "image_size", "tta_level"))
+def _logits_on_indices(variables, images, indices, *, model, mean, std, image_size, tta_level=0):
+    return tta_logits(lambda x: model.apply(variables, resize(x, image_size), train=False),
+                      normalize(images[indices], mean, std), tta_level)
 
 
-def compute_logits(variables, config, images: np.ndarray, batch_size: int) -> np.ndarray:
+def compute_logits(variables, config, images: np.ndarray, batch_size: int, tta_level=None) -> np.ndarray:
     """float32 (N, classes) logits of uint8 NHWC `images`, in inference mode, with
     `batch_size`-sized padded batches (one compilation whatever N is); normalised and
     resized to `config.image_size` on the device, as the train and eval steps do. A
-    `batch_size` above N is cut to N (one batch either way, without padding memory)."""
+    `batch_size` above N is cut to N (one batch either way, without padding memory).
+    `tta_level` (default: `config.tta_level`): 0 the images alone; 1 and 2 the mean of the
+    test-time views' logits (mirror; mirror and translations: cifar_jax.augment.tta_logits)."""
+    tta_level = config.tta_level if tta_level is None else tta_level
+    if tta_level not in TTA_LEVELS:
+        raise CifarJaxError(f"tta level {tta_level!r}: use 0 (none), 1 (mirror) or 2 (mirror and translate)")
     model = create_model(config)
     indices, mask = pad_to_batches(jnp.arange(len(images)), fitted_eval_batch(batch_size, len(images)))
     device_images = jax.device_put(images)
     outputs = [
         _logits_on_indices(variables, device_images, batch, model=model,
                            mean=tuple(config.mean), std=tuple(config.std),
-                           image_size=config.image_size)
+                           image_size=config.image_size, tta_level=tta_level)
         for batch in indices
     ]
     logits = np.concatenate(jax.device_get(outputs))
@@ -101,7 +107,7 @@ def _torch_source(path) -> str:
 
 
 def evaluate_run(workdir, step=None, best=False, batch_size=None, confusion_png=True,
-                 torch_weights=None, config_file=None, tensorboard=None) -> dict:
+                 torch_weights=None, config_file=None, tensorboard=None, tta_level=None) -> dict:
     """Evaluates one checkpoint of `workdir` on its config's test split; see the module doc.
 
     Returns the figures printed by the command (`top1`, `top5`, `loss`, `params`,
@@ -109,7 +115,9 @@ def evaluate_run(workdir, step=None, best=False, batch_size=None, confusion_png=
     (cifar_jax.confusion) to WORKDIR/confusion-stepN.png (confusion-torch-NAME.png for
     --torch-weights NAME.pth) unless `confusion_png` is False, and (`tensorboard`, by default as `confusion_png`)
     the figures and that image to WORKDIR/tensorboard at the checkpoint's epoch (not for
-    --torch-weights). Raises CifarJaxError for unusable input, before writing anything.
+    --torch-weights). `tta_level` (default: the run's `tta_level`) averages the logits of
+    test-time views (0 none, 1 mirror, 2 mirror and translations; cifar_jax.augment.tta_logits).
+    Raises CifarJaxError for unusable input, before writing anything.
     """
     from cifar_jax.data import load_dataset  # readers are heavy; only when evaluating
 
@@ -122,7 +130,8 @@ def evaluate_run(workdir, step=None, best=False, batch_size=None, confusion_png=
         variables, config = checkpoint.restore(workdir, step=info["step"], variables_only=True)
     data = load_dataset(config)
     labels = np.asarray(data.test_labels)
-    logits = compute_logits(variables, config, data.test_images, batch_size or config.eval_batch_size)
+    tta_level = config.tta_level if tta_level is None else tta_level
+    logits = compute_logits(variables, config, data.test_images, batch_size or config.eval_batch_size, tta_level)
     predictions = logits.argmax(axis=1)
     matrix = confusion_matrix(predictions, labels, data.num_classes)
     counts = matrix.sum(axis=1)
@@ -135,6 +144,7 @@ def evaluate_run(workdir, step=None, best=False, batch_size=None, confusion_png=
         "epoch": info["epoch"],
         "dataset": config.dataset,
         "num_test": int(len(labels)),
+        "tta_level": int(tta_level),
         "top1": float(top_k_correct(logits, labels, 1).mean()),
         "top5": float(top_k_correct(logits, labels, min(5, data.num_classes)).mean()),
         "loss": cross_entropy(logits, labels),
@@ -165,7 +175,8 @@ def format_report(result: dict) -> str:
         + ("" if result["step"] is None else f" (step {result['step']}, epoch {result['epoch']})"),
         f"Model: {result['params']:,} parameters; saved params on disk: {size:,} bytes "
         f"({size / 1e6:.2f} MB, {size / 2**20:.2f} MiB)",
-        f"Test set: {result['num_test']:,} images of {result['dataset']}",
+        f"Test set: {result['num_test']:,} images of {result['dataset']}"
+        + (f", test-time augmentation level {result['tta_level']}" if result.get("tta_level") else ""),
         f"top-1 accuracy: {result['top1']:.4f}",
         f"top-5 accuracy: {result['top5']:.4f}",
         f"test loss: {result['loss']:.4f}",
@@ -192,13 +203,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help="with --torch-weights and no --workdir: a config file")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--batch-size", type=int, help="default: the run's eval_batch_size")
+    parser.add_argument("--tta", type=int, choices=TTA_LEVELS, metavar="LEVEL",
+                        help="test-time augmentation: 0 none, 1 mirror, 2 mirror and translated views "
+                             "(default: the run's tta_level)")
     try:
         args = parser.parse_args(sys.argv[1:] if argv is None else argv)
         if not args.workdir and not (args.torch_weights and args.config):
             parser.error("pass --workdir DIR (or --torch-weights FILE with --config FILE)")
         quiet_orbax()
         result = evaluate_run(args.workdir, args.step, args.best, args.batch_size,
-                              torch_weights=args.torch_weights, config_file=args.config)
+                              torch_weights=args.torch_weights, config_file=args.config, tta_level=args.tta)
     except CifarJaxError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

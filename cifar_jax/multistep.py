@@ -105,7 +105,8 @@ def scan_length(steps: int, calls_wanted: int) -> int:
 
 
 def _gather(images, labels, indices, mask, sharding):
-    batch = {"image": images[indices], "label": labels[indices], "mask": mask}
+    # "index": the examples' dataset indices (alternating_flip flips by index; unused otherwise).
+    batch = {"image": images[indices], "label": labels[indices], "mask": mask, "index": indices}
     if sharding is not None:
         batch = jax.lax.with_sharding_constraint(batch, sharding)
     return batch

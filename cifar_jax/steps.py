@@ -19,7 +19,7 @@ import optax
 from flax.training import train_state
 
 from cifar_jax import models
-from cifar_jax.augment import augment, model_input, normalize, resize
+from cifar_jax.augment import alternating_flips, augment, model_input, normalize, resize, tta_logits
 from cifar_jax.compiled import backend_options, tuned_jit
 from cifar_jax.optim import make_optimizer
 
@@ -45,6 +45,18 @@ class StepConfig:
       grad_accum_steps: k: each step runs the batch as k microbatches of batch/k, one
         forward and backward pass each (BatchNorm statistics per microbatch, updated in
         turn), and applies one update with the full batch's gradient.
+      label_smoothing: a: the training loss is the cross-entropy against (1 - a) one-hot +
+        a / classes (torch's CrossEntropyLoss(label_smoothing=a), optax.smooth_labels);
+        evaluation's loss stays the plain one.
+      crop_padding: the random crop's reflect padding: a random translation by up to this
+        many pixels (0: none; the flip stays).
+      alternating_flip: airbench's flip instead of a random one (augment.alternating_flips):
+        needs the batch's "index" (dataset indices, as the training loop's batches carry) and
+        `steps_per_epoch` (the epoch is state.step // steps_per_epoch).
+      steps_per_epoch: optimizer steps per epoch; set (by create_train_state) only for
+        alternating_flip, else 0.
+      tta_level: evaluation's test-time augmentation (augment.tta_logits): 0 none, 1 mirror,
+        2 mirror and translated views.
     """
 
     mean: tuple = (0.5071, 0.4867, 0.4408)
@@ -54,16 +66,27 @@ class StepConfig:
     image_size: int = 32
     freeze_backbone: bool = False
     grad_accum_steps: int = 1
+    label_smoothing: float = 0.0
+    crop_padding: int = 4
+    alternating_flip: bool = False
+    steps_per_epoch: int = 0
+    tta_level: int = 0
 
     @classmethod
-    def from_config(cls, config) -> "StepConfig":
+    def from_config(cls, config, steps_per_epoch: int = 0) -> "StepConfig":
         """The step settings of a run config (`mean`, `std`, `augment`, `skip_nonfinite_steps`,
-        `image_size`, `freeze_backbone`, `grad_accum_steps`)."""
+        `image_size`, `freeze_backbone`, `grad_accum_steps`, `label_smoothing`, `crop_padding`,
+        `alternating_flip`, `tta_level`); `steps_per_epoch` is kept for alternating_flip only."""
         return cls(mean=tuple(float(m) for m in config.mean), std=tuple(float(s) for s in config.std),
                    augment=bool(config.augment), skip_nonfinite=bool(config.skip_nonfinite_steps),
                    image_size=config.image_size,
                    freeze_backbone=config.freeze_backbone,
-                   grad_accum_steps=config.grad_accum_steps)
+                   grad_accum_steps=config.grad_accum_steps,
+                   label_smoothing=float(config.label_smoothing),
+                   crop_padding=config.crop_padding,
+                   alternating_flip=bool(config.alternating_flip),
+                   steps_per_epoch=steps_per_epoch if config.alternating_flip else 0,
+                   tta_level=config.tta_level)
 
 
 class TrainState(train_state.TrainState):
@@ -198,8 +221,33 @@ def create_train_state(
         batch_stats=batch_stats,
         tx=tx,
         opt_state=opt_state,
-        step_config=StepConfig.from_config(config),
+        step_config=StepConfig.from_config(config, steps_per_epoch),
     )
+
+
+# How many training images a data-dependent init sees (airbench whitens on 5,000).
+DATA_INIT_IMAGES = 5000
+
+
+def init_from_data(state: TrainState, config, images) -> TrainState:
+    """`state` with the model's data-dependent init applied, if its model has one (airbench94:
+    the whitening conv from the patches of the training images, `init_from_data` of
+    cifar_jax.models.airbench), and the optimizer state started again for those parameters
+    (lookahead's slow weights start from them). Otherwise `state` itself.
+
+    Call it once, on a fresh state, before the first step (the training loop does; a resumed
+    run's checkpoint replaces it). It sees DATA_INIT_IMAGES of the uint8 NHWC `images`, evenly
+    strided (so a class-sorted image folder gives every class its share), normalised and
+    resized as the steps do, on the device."""
+    model = create_model(config)
+    hook = getattr(model, "init_from_data", None)
+    if hook is None:
+        return state
+    stride = max(1, len(images) // DATA_INIT_IMAGES)
+    sample = jnp.asarray(images[::stride][:DATA_INIT_IMAGES])
+    settings = state.step_config
+    params = hook(state.params, model_input(sample, settings.mean, settings.std, settings.image_size))
+    return state.replace(params=params, opt_state=jax.jit(state.tx.init)(params))
 
 
 def _weights(batch) -> jax.Array:
@@ -207,6 +255,15 @@ def _weights(batch) -> jax.Array:
     if mask is None:
         return jnp.ones(batch["label"].shape, jnp.float32)
     return mask.astype(jnp.float32)
+
+
+def cross_entropy(logits, labels, label_smoothing: float = 0.0) -> jax.Array:
+    """Per-example cross-entropy of integer `labels`; with `label_smoothing` a > 0, against the
+    targets (1 - a) one-hot + a / classes (optax.smooth_labels; torch's label_smoothing)."""
+    if not label_smoothing:
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype), label_smoothing)
+    return optax.softmax_cross_entropy(logits, targets)
 
 
 def _metrics(logits, labels, weight) -> dict:
@@ -257,7 +314,7 @@ def _gradients(state: TrainState, params, batch_stats, images, labels, weight, m
                 rngs={"dropout": dropout_rng},  # dropout / stochastic depth
             )
             new_stats = updates.get("batch_stats", {})
-        losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+        losses = cross_entropy(logits, labels, settings.label_smoothing)
         correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
         sums = {"loss": jnp.sum(losses * weight), "correct": jnp.sum(correct * weight)}
         return sums["loss"] / count, (sums, new_stats)
@@ -300,6 +357,19 @@ def _accumulated_gradients(state: TrainState, images, labels, weight, mask, drop
     return grads, sums, batch_stats
 
 
+def _flips(state: TrainState, batch: dict, rng: jax.Array):
+    """The alternating flips of the batch's examples (None: random flips, drawn by augment)."""
+    settings = state.step_config
+    if not settings.alternating_flip:
+        return None
+    if "index" not in batch or settings.steps_per_epoch < 1:
+        raise ValueError("alternating_flip needs the batch's \"index\" (dataset indices of its examples) and "
+                         "a train state made with its steps_per_epoch (create_train_state)")
+    # A key of its own, the same every step: the epoch-0 flips are a function of the index.
+    flip_key = jax.random.split(rng)[1]
+    return alternating_flips(flip_key, batch["index"], state.step // settings.steps_per_epoch)
+
+
 @tuned_jit
 def train_step(state: TrainState, batch: dict, rng: jax.Array) -> tuple[TrainState, dict]:
     """One optimizer step on `batch`, with augmentation if `state.step_config.augment`.
@@ -310,7 +380,8 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array) -> tuple[TrainSta
 
     Args:
       state: the train state before the step.
-      batch: {"image": uint8 (B, H, W, 3), "label": int (B,), optionally "mask": bool (B,)};
+      batch: {"image": uint8 (B, H, W, 3), "label": int (B,), optionally "mask": bool (B,)
+        and "index": int (B,), the examples' dataset indices (needed by alternating_flip)};
         masked-out examples count for nothing (loss, gradients, BatchNorm statistics).
       rng: the run's key. The step folds in `state.step`, so pass the same key every step.
 
@@ -325,7 +396,8 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array) -> tuple[TrainSta
     mask = batch.get("mask")
     count = jnp.sum(weight)
     step_rng = jax.random.fold_in(rng, state.step)
-    images = augment(step_rng, batch["image"]) if settings.augment else batch["image"]
+    images = augment(step_rng, batch["image"], settings.crop_padding, _flips(state, batch, rng)) \
+        if settings.augment else batch["image"]
     images = normalize(images, settings.mean, settings.std)  # resized per (micro)batch
     dropout_rng = jax.random.fold_in(step_rng, 1)
 
@@ -352,7 +424,9 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array) -> tuple[TrainSta
 @tuned_jit
 def eval_step(state: TrainState, batch: dict) -> dict:
     """The model in inference mode (running BatchNorm statistics, no augmentation) on `batch`,
-    normalised and resized to `step_config.image_size` as in training.
+    normalised and resized to `step_config.image_size` as in training; with
+    `step_config.tta_level` > 0, the logits are those of the test-time views averaged
+    (augment.tta_logits).
 
     Args:
       state: a train state (only params, batch_stats and step_config are read).
@@ -362,8 +436,11 @@ def eval_step(state: TrainState, batch: dict) -> dict:
       Scalars `loss` and `accuracy` over the real examples, and their `count`.
     """
     settings = state.step_config
-    images = model_input(batch["image"], settings.mean, settings.std, settings.image_size)
-    logits = state.apply_fn(
-        {"params": state.params, "batch_stats": state.batch_stats}, images, train=False
-    )
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    if not settings.tta_level:
+        images = model_input(batch["image"], settings.mean, settings.std, settings.image_size)
+        logits = state.apply_fn(variables, images, train=False)
+    else:
+        logits = tta_logits(lambda x: state.apply_fn(variables, resize(x, settings.image_size), train=False),
+                            normalize(batch["image"], settings.mean, settings.std), settings.tta_level)
     return _metrics(logits, batch["label"], _weights(batch))

@@ -25,7 +25,7 @@ from cifar_jax.config import check_batch_size, resolve_config, split_command_lin
 from cifar_jax.data import load_dataset
 from cifar_jax.errors import CifarJaxError
 from cifar_jax.models import parameter_summary
-from cifar_jax.steps import TrainState, create_train_state
+from cifar_jax.steps import TrainState, create_train_state, init_from_data
 
 
 
@@ -70,6 +70,9 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
         steps_per_epoch = math.ceil(num_train / config.batch_size)
         init_rng, augment_rng, data_key = jax.random.split(jax.random.key(config.seed), 3)
         state = create_train_state(init_rng, config, steps_per_epoch, data.train_images.shape[1:])
+        # A data-dependent init (airbench94's whitening conv), before the first step; a resumed
+        # run's checkpoint replaces it.
+        state = init_from_data(state, config, data.train_images)
         _log_model(config, state, mesh)
         if hosts.is_primary():
             run_files.write_text_atomically(path / run_dir.CONFIG_FILE, config.to_json(indent=2))

@@ -37,7 +37,11 @@ def get_config(model: str = "") -> ml_collections.ConfigDict:
     config.cache_dir = ""  # decoded image_folder arrays; "" means ~/.cache/cifar_jax
     config.synthetic_train_size = 2048
     config.synthetic_test_size = 512
-    config.augment = True  # random crop (reflect pad 4) + horizontal flip in training
+    config.augment = True  # random crop (reflect pad crop_padding) + horizontal flip in training
+    config.crop_padding = 4  # the crop's reflect padding: a random translation by up to this many pixels
+    # airbench's flip: each image flipped at random in epoch 0, then exactly the images not flipped
+    # the epoch before (instead of a fresh coin per image and epoch).
+    config.alternating_flip = False
     # Normalisation applied on the device (the seed's CIFAR-100 statistics).
     config.mean = (0.5071, 0.4867, 0.4408)
     config.std = (0.2675, 0.2565, 0.2761)
@@ -67,6 +71,9 @@ def get_config(model: str = "") -> ml_collections.ConfigDict:
     config.num_epochs = 30
     config.batch_size = 256
     config.eval_batch_size = 500
+    # Test-time augmentation in evaluation: 0 none, 1 the mean logits of the image and its mirror,
+    # 2 those and two translated views (airbench's; `cifar-jax evaluate --tta LEVEL` for a saved run).
+    config.tta_level = 0
     # Run each batch as this many microbatches of batch_size / grad_accum_steps (one forward
     # and backward pass each, BatchNorm statistics per microbatch) and apply one update with
     # the whole batch's gradient: the same effective batch in less activation memory.
@@ -95,15 +102,36 @@ def get_config(model: str = "") -> ml_collections.ConfigDict:
     config.beta2 = 0.999
     config.adam_eps = 1e-8
     # Optimizer and schedule choices (docs/finetuning.md); the defaults are the seed recipe's.
-    config.optimizer = "adam"  # adam (torch Adam) | sgd (torch SGD with momentum, nesterov, weight_decay)
+    # adam (torch Adam) | sgd (torch SGD with momentum, nesterov, weight_decay) | muon (optax's Muon for
+    # the conv kernels, sgd for the rest)
+    config.optimizer = "adam"
     config.momentum = 0.9  # SGD momentum (Adam's beta1) for cosine/step; onecycle cycles beta1_max -> beta1_min instead
     config.nesterov = True  # sgd only: Nesterov momentum, as torch.optim.SGD(nesterov=True)
-    config.schedule = "onecycle"  # onecycle (OneCycleLR, peak learning_rate) | cosine (warmup, cosine to 0) | step (MultiStepLR)
+    # onecycle (OneCycleLR, peak learning_rate) | cosine (warmup, cosine to 0) | step (MultiStepLR) |
+    # triangle (airbench's: linear from warmup_start_factor up to 1 at pct_start, down to final_lr_factor)
+    config.schedule = "onecycle"
     config.warmup_epochs = 0.0  # cosine/step: linear warmup over this many epochs (fractions allowed)
-    config.warmup_start_factor = 0.01  # cosine/step: the warmup starts at learning_rate times this (torch LinearLR start_factor)
+    # cosine/step/triangle: the warmup starts at learning_rate times this (torch LinearLR start_factor)
+    config.warmup_start_factor = 0.01
     config.lr_decay_epochs = (10, 20)  # step: multiply the lr by lr_decay_factor at each of these epochs
     config.lr_decay_factor = 0.1  # step: the factor (torch MultiStepLR gamma)
     config.backbone_lr_mult = 1.0  # learning rate of every parameter outside the model's head, times the head's
+    # Learning rate of the norm layers' biases times this, their weight decay divided by it (airbench's 64).
+    config.bn_bias_lr_mult = 1.0
+    # Parameters that get no update: comma-separated patterns of their paths (fnmatch), e.g.
+    # "whiten/kernel,*/BatchNorm_*/scale" (airbench's frozen whitening filters and norm scales).
+    config.frozen_params = ""
+    # airbench94's whitening conv bias trains for this many epochs, then stays (0: no limit).
+    config.whiten_bias_epochs = 0
+    config.final_lr_factor = 0.07  # triangle: the lr falls to learning_rate times this at the last step
+    # Lookahead (airbench's EMA of the weights): every this many steps the slow weights move towards
+    # the trained ones by 1 - lookahead_decay**every * (step / steps)**3 and replace them; the last step
+    # takes the slow weights. 0 turns it off.
+    config.lookahead_every = 0
+    config.lookahead_decay = 0.95  # lookahead: the per-step decay of the slow weights' schedule
+    config.label_smoothing = 0.0  # training loss against (1 - a) one-hot + a / classes targets
+    config.muon_lr = 0.24  # muon: the conv kernels' lr at the schedule's peak
+    config.muon_momentum = 0.6  # muon: the conv kernels' (Nesterov) momentum
     # Train the head alone (feature extraction): the backbone gets no updates and no optimizer
     # state, and the model runs in inference mode (BatchNorm running statistics, left as they
     # are; no dropout) in training too.

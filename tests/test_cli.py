@@ -369,7 +369,7 @@ def test_named_configs_load_from_any_folder(tmp_path, monkeypatch):
     from cifar_jax import named_configs
 
     names = named_configs.names()
-    assert names[:2] == ["default", "efficientnet_b0"] and "smoke" in names and "transfer/seed_resnet50" in names
+    assert names[:3] == ["airbench94", "default", "efficientnet_b0"] and "smoke" in names and "transfer/seed_resnet50" in names
     assert "__init__" not in names and not any(name.endswith("/__init__") for name in names)
     for name in names:  # each is the repository's file of that name, and it runs
         assert named_configs.find(name) == REPO / "configs" / f"{name}.py"
@@ -388,7 +388,7 @@ def test_named_configs_load_from_any_folder(tmp_path, monkeypatch):
                            "did you mean the named config default?"),
     ("transfer/seed_resnet5", "did you mean the named config transfer/seed_resnet50?"),
     ("../configs/smoke", "is neither a file (in {tmp}) nor a named config; pass a .py file with get_config(), "
-                         "or a named config: default, efficientnet_b0,"),
+                         "or a named config: airbench94, default, efficientnet_b0,"),
     ("{tmp}/no-such-file:x", "config {tmp}/no-such-file is neither a file nor a named config"),
     ("~no-such-user-23/c.py", "config ~no-such-user-23/c.py is neither a file (in {tmp}) nor a named config"),
     (":x", "config ':x' names no file; pass a named config such as default, or a .py file with get_config()"),

@@ -237,3 +237,16 @@ def test_predict_cli_smoke(run, images):
     assert len(result.stdout.splitlines()) == 7
     bad = _cli("cifar_jax.predict", "--workdir", str(run), images["notes.png"])
     assert bad.returncode == 2 and bad.stderr.strip().startswith("error: ") and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_evaluate_tta_is_the_mean_of_the_image_and_its_mirror(run, capsys):
+    """--tta works for any model (here the smoke ResNet9, saved with tta_level 0): level 1's
+    logits are the mean of the plain logits of the images and of their mirror images."""
+    variables, config = checkpoint.restore(run, variables_only=True)
+    images = load_dataset(config).test_images[:8]
+    plain = evaluate.compute_logits(variables, config, images, batch_size=8)
+    mirrored = evaluate.compute_logits(variables, config, images[:, :, ::-1].copy(), batch_size=8)
+    tta = evaluate.compute_logits(variables, config, images, batch_size=8, tta_level=1)
+    np.testing.assert_allclose(tta, (plain + mirrored) / 2, rtol=1e-5, atol=1e-5)
+    assert evaluate.main(["--workdir", str(run), "--json", "--tta", "1", "--batch-size", "8"]) == 0
+    assert json.loads(capsys.readouterr().out)["tta_level"] == 1

@@ -91,7 +91,7 @@ RESNET9_TREE = [
 
 # Widths at which each model keeps at least 8 channels per stage (as tests/test_zoo_training.py).
 TINY_WIDTHS = {"resnet9": 0.125, "resnet18": 0.125, "resnet50": 0.125, "resnet152": 0.0625,
-               "vgg16": 0.125, "mobilenet_v2": 0.25, "efficientnet_b0": 0.25}
+               "vgg16": 0.125, "mobilenet_v2": 0.25, "efficientnet_b0": 0.25, "airbench94": 0.0625}
 
 
 def _tree(model):

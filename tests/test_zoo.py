@@ -30,6 +30,9 @@ REFERENCE_PARAMS_10 = {
     # EfficientNet_B0_Weights.IMAGENET1K_V1), minus 990 * (1280 + 1) for a 10-class head;
     # the stride-1 stem changes no shape.
     "efficientnet_b0": 5_288_548 - 990 * 1281,
+    # cifar10-airbench legacy/airbench94.py make_net() (its frozen whitening kernel and BatchNorm
+    # weights are parameters too): 312 + 50,944 + 738,304 + 1,180,672 + 2,560.
+    "airbench94": 1_972_792,
 }
 
 
@@ -68,8 +71,8 @@ def test_parameter_count_is_the_documented_one_and_the_published_variants(name):
         jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False))["params"]
     count = sum(x.size for x in jax.tree.leaves(shapes))
     assert count == REFERENCE_PARAMS_10.get(name, count)
-    head_inputs = shapes[models.HEAD_KEY]["kernel"].shape[0]
-    assert count + (classes - 10) * (head_inputs + 1) == documented
+    per_class = sum(x.size for x in jax.tree.leaves(shapes[models.HEAD_KEY])) // 10  # kernel column [+ bias]
+    assert count + (classes - 10) * per_class == documented
 
 
 @pytest.mark.parametrize("name", sorted(REFERENCE_PARAMS_10))

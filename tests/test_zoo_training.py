@@ -12,7 +12,7 @@ from tests.checkpoint_runs import assert_trees_equal, smoke_config, write_config
 
 # Widths for the training tests: small, but every stage keeps at least 8 channels.
 TEST_WIDTHS = {"resnet9": 0.125, "resnet18": 0.125, "resnet50": 0.125, "resnet152": 0.0625,
-               "vgg16": 0.125, "mobilenet_v2": 0.25, "efficientnet_b0": 0.25}
+               "vgg16": 0.125, "mobilenet_v2": 0.25, "efficientnet_b0": 0.25, "airbench94": 0.0625}
 
 
 
@@ -69,7 +69,8 @@ def _batch(seed=0):
 # trains in the slow set's recipe run).
 TRAINED = {"resnet18": (), "vgg16": (), "resnet50": (pytest.mark.slow,), "mobilenet_v2": (pytest.mark.slow,),
            "efficientnet_b0": (pytest.mark.slow,)}
-TRACED = ["resnet152", "imagenet_mobilenet_v2", "imagenet_efficientnet_b0"]
+TRACED = ["resnet152", "imagenet_mobilenet_v2", "imagenet_efficientnet_b0", "airbench94"]  # airbench94 trains
+# in its own recipe in tests/test_fast.py
 
 
 def _abstract_state(config):

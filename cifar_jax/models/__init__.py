@@ -4,8 +4,8 @@
     variables = model.init(rng, images, train=False)
     logits, updates = model.apply(variables, images, train=True, mask=mask, mutable=["batch_stats"])
 
-One module per architecture (resnet9, resnet, vgg, mobilenet, efficientnet), all built from
-`layers`. The zoo's architectures carry torchvision's layer names; the registry makes each one
+One module per architecture (resnet9, resnet, vgg, mobilenet, efficientnet, airbench), all
+built from `layers`. The zoo's architectures carry torchvision's layer names; the registry makes each one
 twice, as the CIFAR variant the zoo trains from scratch (`resnet50`: a CIFAR stem) and as
 torchvision's ImageNet model (`imagenet_resnet50`), by the modules' attributes. Every model
 takes `num_classes`, `width` (channel multiplier), `dtype` (compute dtype; parameters,
@@ -24,6 +24,7 @@ import flax.linen as nn
 
 from cifar_jax.errors import ConfigError
 from cifar_jax.models import efficientnet, mobilenet, resnet, vgg
+from cifar_jax.models.airbench import AirBench94
 from cifar_jax.models.layers import BatchNorm, torch_uniform
 from cifar_jax.models.resnet9 import SEED_WIDTHS, ResNet9, seed_channels
 
@@ -83,7 +84,12 @@ def _imagenet(arch: str) -> Callable[..., nn.Module]:
 
 IMAGENET_MODELS = {IMAGENET_PREFIX + arch: _imagenet(arch) for arch in TORCHVISION}
 # name -> builder(num_classes=, width=, dtype=, **attributes) of a module called as (x, train, mask).
-MODELS: dict[str, Callable[..., nn.Module]] = {"resnet9": ResNet9, **CIFAR_MODELS, **IMAGENET_MODELS}
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "resnet9": ResNet9,
+    **CIFAR_MODELS,
+    "airbench94": AirBench94,  # configs/fast.py's network (cifar_jax/models/airbench.py, docs/fast.md)
+    **IMAGENET_MODELS,
+}
 IMAGE_SHAPE = (32, 32, 3)
 
 
