@@ -1,5 +1,5 @@
-"""Every command README.md and docs/cli.md show runs as far as it can without training or
-downloading, in this process: `train` with --dry-run, the other commands (and a command
+"""Every command README.md and the pages of docs/ show runs as far as it can without training
+or downloading, in this process: `train` with --dry-run, the other commands (and a command
 named without arguments) with --help. A command shown as `$ COMMAND` with its output must
 print that output (each shown line that holds no "..."), and exit 2 when the output is an
 error."""
@@ -12,10 +12,10 @@ import pytest
 from cifar_jax import cli
 from tests.conftest import REPO
 
-PAGES = ("README.md", "docs/cli.md")
+PAGES = ("README.md", *sorted(f"docs/{p.name}" for p in (REPO / "docs").glob("*.md")))
 PROGRAMS = ("cifar-jax", "python -m cifar_jax.")
-# A placeholder (COMMAND, NAME|FILE, [ARGS...], train/evaluate/...) marks a pattern, not a
-# command to run.
+# A placeholder (COMMAND, NAME|FILE, [ARGS...], PATH/..., train/evaluate/...) marks a pattern, not
+# a command to run.
 _PLACEHOLDER = re.compile(r"\.\.\.|\||\[|\b[A-Z]{3,}\b|^cifar-jax \w+/")
 
 
@@ -31,7 +31,7 @@ def _shown(page: str) -> list[tuple[str, list[str]]]:
             line = line.strip()
             prompt = line.startswith("$ ")
             line = line.removeprefix("$ ").split("  #")[0].strip()
-            if not line.startswith(PROGRAMS):
+            if not line.startswith(PROGRAMS) or _PLACEHOLDER.search(line):
                 continue
             output = []
             if prompt:  # its output: the lines up to the next command
