@@ -16,22 +16,31 @@
 #   zoo152      ~7 min  zoo-resnet152-*.json                 resnet152 (max_param_mb=0), 10 epochs
 #   zoo_sgd     ~8 min  zoo-sgd-a-*.json                     SGD recipe: resnet9, resnet18, vgg16, mobilenet_v2
 #   zoo_sgd2    ~6 min  zoo-sgd-b-*.json                     SGD recipe: efficientnet_b0, resnet50
+#   fast        ~3-6 min fast_gpu-*, airbench_gpu-*.json     issue 24: configs/fast.py (a warm-up run, then
+#                                                            SEEDS seeded runs, compiling apart) and
+#                                                            airbench94 itself (the airbench 0.1.8 wheel, the
+#                                                            machine's PyTorch) on the same JPEGs; goal: no less
+#                                                            accurate and faster, <= 2 s per run, >= 93 %
 #
 # Every part has its own `timeout` and the zoo a --total-budget, so a call ends inside
 # 600 s; a script stopped by its timeout (SIGTERM) still writes the JSON of what finished
 # (with "stopped"). The zoo records each model's finished epochs; a model cut short says so.
 # Expects .gpudata/cifar10-jpeg.tar.gz and .whl/ (bench/gpu_wheels.sh, run beforehand on
 # the CPU machine; carry [".whl", ".gpudata"]); installs the wheels into /tmp/site when
-# ml_collections or tensorboardX is missing. See docs/speed.md, "Running the GPU checks".
+# ml_collections or tensorboardX is missing (or airbench, where .whl/ exists). See
+# docs/speed.md, "Running the GPU checks".
 #
-# SMOKE=1 runs every part on tiny synthetic shapes (a CPU check of this script's plumbing).
+# SMOKE=1 runs every part on tiny synthetic shapes (a CPU check of this script's plumbing;
+# the fast part writes airbench's data files only).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/gpu_session}
 mkdir -p "$OUT"
 export TQDM_DISABLE=1 PYTHONUNBUFFERED=1
 PY=${PYTHON:-python3}
-if ! $PY -c "import ml_collections, tensorboardX" 2>/dev/null; then
+# airbench only where .whl/ exists: the fast part's SMOKE run on a CPU machine needs no airbench.
+if ! $PY -c "import ml_collections, tensorboardX" 2>/dev/null \
+   || { [ -d .whl ] && ! $PY -c "import airbench" 2>/dev/null; }; then
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
   export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
 else
@@ -95,9 +104,21 @@ part_speed() {
     --variants base,bf16 --json profile_step-no-autotune $JSON
 }
 
+part_fast() {
+  if [ "${SMOKE:-0}" = 1 ]; then
+    XLA_PYTHON_CLIENT_PREALLOCATE=false timeout 300 $PY bench/fast_gpu.py --smoke --seeds 2 --json fast_gpu-smoke $JSON
+    timeout 120 $PY bench/airbench_gpu.py --smoke --prepare-only --work-dir /tmp/airbench_smoke
+  else
+    XLA_PYTHON_CLIENT_PREALLOCATE=false timeout 330 $PY bench/fast_gpu.py --data "$DATA" --cache-dir "$CACHE" \
+      --seeds "${SEEDS:-5}" --json fast_gpu $JSON
+    timeout 200 $PY bench/airbench_gpu.py --data "$DATA" --cache-dir "$CACHE" --seeds "${SEEDS:-5}" \
+      --json airbench_gpu $JSON
+  fi
+}
+
 for part in "${@:-parity}"; do
   if ! declare -F "part_$part" > /dev/null; then
-    echo "unknown part $part: parity, zoo, speed, parity2, zoo152, zoo_sgd, zoo_sgd2" >&2
+    echo "unknown part $part: parity, zoo, speed, parity2, zoo152, zoo_sgd, zoo_sgd2, fast" >&2
     exit 2
   fi
   log="$OUT/$part.log"

@@ -3,7 +3,7 @@
 # gathers what `run`'s carry takes along, both folders git-ignored:
 #   .whl/     the wheels cifar_jax needs that the GPU machine's image lacks (ml_collections,
 #             tensorboardX; their own needs, absl-py, PyYAML, numpy, packaging, protobuf, are there),
-#             and airbench 0.1.8 for bench/gpu_fast.sh (PyTorch; published as a source archive
+#             and airbench 0.1.8 for gpu_session.sh's fast part (PyTorch; published as a source archive
 #             only, so built into a pure-Python wheel here)
 #   .gpudata/ cifar10-jpeg.tar.gz, the real CIFAR-10 JPEGs (from ../shared/data)
 # Both are pure-Python wheels (py3-none-any): any pip here fetches the right files.
