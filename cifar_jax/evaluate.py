@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cifar_jax import checkpoint
-from cifar_jax.augment import TTA_LEVELS, normalize, resize, tta_logits
+from cifar_jax.augment import TTA_LEVELS
 from cifar_jax.cli_common import ArgumentParser, quiet_orbax
 from cifar_jax.errors import CifarJaxError
 from cifar_jax.invocation import command
@@ -29,7 +29,7 @@ from cifar_jax.run_layout import confusion_file
 # The loop's fixed-size padded batching (one compiled shape for every batch).
 from cifar_jax.multistep import fitted_eval_batch, pad_to_batches
 from cifar_jax.models import parameter_summary
-from cifar_jax.steps import create_model
+from cifar_jax.steps import create_model, inference_logits
 
 DESCRIPTION = (
     "Evaluate a checkpoint of the run in --workdir (default: its latest) on the test split of "
@@ -41,8 +41,7 @@ DESCRIPTION = (
 
 @functools.partial(jax.jit, static_argnames=("model", "mean", "std", "image_size", "tta_level"))
 def _logits_on_indices(variables, images, indices, *, model, mean, std, image_size, tta_level=0):
-    return tta_logits(lambda x: model.apply(variables, resize(x, image_size), train=False),
-                      normalize(images[indices], mean, std), tta_level)
+    return inference_logits(model.apply, variables, images[indices], mean, std, image_size, tta_level)
 
 
 def compute_logits(variables, config, images: np.ndarray, batch_size: int, tta_level=None) -> np.ndarray:

@@ -267,7 +267,7 @@ def cross_entropy(logits, labels, label_smoothing: float = 0.0) -> jax.Array:
 
 
 def _metrics(logits, labels, weight) -> dict:
-    losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    losses = cross_entropy(logits, labels)
     count = jnp.sum(weight)
     correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
     return {
@@ -421,6 +421,14 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array) -> tuple[TrainSta
     return new_state, metrics
 
 
+def inference_logits(apply_fn, variables, images, mean, std, image_size: int, tta_level: int = 0) -> jax.Array:
+    """The model's inference-mode logits of uint8 NHWC `images`: normalised, resized to
+    `image_size`, and with `tta_level` > 0 averaged over the test-time views
+    (augment.tta_logits). What eval_step and cifar_jax.evaluate both compute."""
+    return tta_logits(lambda x: apply_fn(variables, resize(x, image_size), train=False),
+                      normalize(images, mean, std), tta_level)
+
+
 @tuned_jit
 def eval_step(state: TrainState, batch: dict) -> dict:
     """The model in inference mode (running BatchNorm statistics, no augmentation) on `batch`,
@@ -436,11 +444,6 @@ def eval_step(state: TrainState, batch: dict) -> dict:
       Scalars `loss` and `accuracy` over the real examples, and their `count`.
     """
     settings = state.step_config
-    variables = {"params": state.params, "batch_stats": state.batch_stats}
-    if not settings.tta_level:
-        images = model_input(batch["image"], settings.mean, settings.std, settings.image_size)
-        logits = state.apply_fn(variables, images, train=False)
-    else:
-        logits = tta_logits(lambda x: state.apply_fn(variables, resize(x, settings.image_size), train=False),
-                            normalize(batch["image"], settings.mean, settings.std), settings.tta_level)
+    logits = inference_logits(state.apply_fn, {"params": state.params, "batch_stats": state.batch_stats},
+                              batch["image"], settings.mean, settings.std, settings.image_size, settings.tta_level)
     return _metrics(logits, batch["label"], _weights(batch))
