@@ -14,6 +14,7 @@ from PIL import Image
 import cifar_jax
 from cifar_jax import checkpoint, evaluate, predict
 from cifar_jax.data import load_dataset
+from cifar_jax.errors import CifarJaxError
 from tests.checkpoint_runs import CLASS_NAMES, biggest_file, copy_run, make_run, smoke_config, step_dir, write_config
 from tests.conftest import REPO
 
@@ -250,3 +251,9 @@ def test_evaluate_tta_is_the_mean_of_the_image_and_its_mirror(run, capsys):
     np.testing.assert_allclose(tta, (plain + mirrored) / 2, rtol=1e-5, atol=1e-5)
     assert evaluate.main(["--workdir", str(run), "--json", "--tta", "1", "--batch-size", "8"]) == 0
     assert json.loads(capsys.readouterr().out)["tta_level"] == 1
+    # A level that does not exist: one line, from the command (argparse, exit 2) and the function.
+    assert evaluate.main(["--workdir", str(run), "--tta", "3"]) == 2
+    refused = capsys.readouterr().err.strip().splitlines()
+    assert len(refused) == 1 and "--tta" in refused[0], refused
+    with pytest.raises(CifarJaxError, match=r"^tta level 5: use 0 \(none\), 1 \(mirror\) or 2"):
+        evaluate.compute_logits(variables, config, images, batch_size=8, tta_level=5)
